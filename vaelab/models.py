@@ -65,12 +65,13 @@ class VAE(AutoEncoder):
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
         super().__init__(image_shape, config)
         self.likelihood = config.likelihood
+        start = 2 * math.log(config.gaussian_std)
         if config.likelihood == "gaussian-learned":
-            # One learned log-variance per pixel, started at the fixed model's sigma.
-            start = 2 * math.log(config.gaussian_std)
-            self.pixel_logvar = nn.Parameter(torch.full(self.image_shape, start))
+            # One learned log-variance per pixel, soft-clamped like the encoder's; started at gaussian_std.
+            raw_start = LOGVAR_BOUND * math.atanh(max(-0.99, min(0.99, start / LOGVAR_BOUND)))
+            self.raw_pixel_logvar = nn.Parameter(torch.full(self.image_shape, raw_start))
         else:
-            self.register_buffer("pixel_logvar", torch.full((), 2 * math.log(config.gaussian_std)), persistent=False)
+            self.register_buffer("fixed_pixel_logvar", torch.tensor(start), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw_logvar = self.encoder(x).chunk(2, dim=-1)  # (B, Z) each
@@ -85,8 +86,13 @@ class VAE(AutoEncoder):
         """log p(x|z) in nats per image, from the decoder's logits.  # (B,)"""
         if self.likelihood == "bernoulli":
             return objectives.bernoulli_log_likelihood(logits, target)
-        logvar = objectives.soft_clamp(self.pixel_logvar, LOGVAR_BOUND)
-        return objectives.gaussian_log_likelihood(torch.sigmoid(logits), logvar, target)
+        return objectives.gaussian_log_likelihood(torch.sigmoid(logits), self.pixel_logvar(), target)
+
+    def pixel_logvar(self) -> torch.Tensor:
+        """log sigma² of the Gaussian likelihood: () when fixed, (C, H, W) when learned."""
+        if hasattr(self, "raw_pixel_logvar"):
+            return objectives.soft_clamp(self.raw_pixel_logvar, LOGVAR_BOUND)
+        return self.fixed_pixel_logvar
 
     def loss_parts(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(-E_q[log p(x|z)] estimated with one sample (B,), KL(q(z|x) || N(0, I)) per dimension (B, Z))."""

@@ -1,14 +1,35 @@
-"""Pictures: arrays in, PNG files or matplotlib Figures out. Nothing here trains or loads a model."""
+"""Pictures: arrays in, matplotlib Figures (or PNG bytes and files) out. Nothing here trains or loads a model.
+
+Figures are built with the object-oriented API (matplotlib.figure.Figure, drawn by Agg on save), never
+pyplot, so nothing opens a window or touches global figure state. Every figure has a fixed size in inches
+and is saved at DPI with no tight cropping, so a PNG's pixel size is known in advance: size_in_inches * DPI.
+Panels are dataclasses of arrays; several panels (one per run) are drawn side by side.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, Ellipse, Patch
 
+from vaelab.errors import VaelabError
 from vaelab.runs import atomic_write_bytes
+
+DPI = 150  # pixels per inch of every saved figure: sharp on screens, true size in print
+# Paul Tol's "muted" palette (colour-blind safe) plus black, with one marker shape per class so ten classes
+# stay apart in greyscale print too.
+CLASS_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933",
+                 "#DDCC77", "#CC6677", "#882255", "#AA4499", "#000000")
+CLASS_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+TRAIN_TEST_COLOURS = {"train": "#0077BB", "test": "#EE7733"}  # Tol's "vibrant" blue and orange
+ACTIVE_COLOURS = {True: "#0077BB", False: "#BBBBBB"}
 
 
 def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
@@ -26,11 +47,293 @@ def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
 
 def save_image_grid(path: str | Path, images: torch.Tensor, ncol: int, scale: int = 1) -> None:
     """Write an image grid as PNG (grey-level colormap for one channel), atomically; `scale` repeats pixels."""
-    import matplotlib.pyplot as plt
-
     grid = image_grid(images, ncol)
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     buffer = io.BytesIO()
-    plt.imsave(buffer, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    matplotlib.image.imsave(buffer, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    atomic_write_bytes(_checked_output(path, ".png"), buffer.getvalue())
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes at DPI, uncropped: (width, height) = fig.get_size_inches() * DPI pixels."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write the figure as a PNG file, atomically (no half-written file if anything fails)."""
+    atomic_write_bytes(_checked_output(path, ".png"), figure_png(fig))
+
+
+def _checked_output(path: str | Path, suffix: str) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise VaelabError(f"{path}: the folder {path.parent} does not exist")
+    if path.suffix.lower() != suffix:
+        raise VaelabError(f"{path}: the output file must end in {suffix}")
+    return path
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    return Figure(figsize=(width_in, height_in), layout="constrained")
+
+
+def _class_legend(fig: Figure, labels: np.ndarray | None, names: list[str] | None, title: str = "label") -> None:
+    """One legend for the whole figure, one entry per class present, outside the panels on the right."""
+    if labels is None:
+        return
+    handles = [
+        Line2D([], [], linestyle="", marker=CLASS_MARKERS[c % 10], color=CLASS_COLOURS[c % 10], markersize=7,
+               label=names[c] if names else str(c))
+        for c in np.unique(labels)
+    ]
+    fig.legend(handles=handles, loc="outside right center", title=title, frameon=False)
+
+
+def _class_style(label: int) -> dict:
+    return {"color": CLASS_COLOURS[label % 10], "marker": CLASS_MARKERS[label % 10]}
+
+
+# ----- latent scatter -----
+
+@dataclass
+class ScatterPanel:
+    title: str
+    points: np.ndarray  # (N, 2)
+    labels: np.ndarray | None  # (N,) integer classes, or None
+    axis_labels: tuple[str, str]
+    class_names: list[str] | None = None
+
+
+def latent_scatter(panels: list[ScatterPanel], title: str) -> Figure:
+    """One scatter of 2-D latent points per panel, coloured and shaped by class, with one shared legend."""
+    fig = _figure(3.9 * len(panels) + 1.3, 4.3)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        if panel.labels is None:
+            ax.scatter(*panel.points.T, s=8, color="#332288", alpha=0.6, linewidths=0)
+        else:
+            for label in np.unique(panel.labels):
+                pts = panel.points[panel.labels == label]
+                ax.scatter(*pts.T, s=12, alpha=0.75, linewidths=0, **_class_style(int(label)))
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel(panel.axis_labels[0])
+        ax.set_ylabel(panel.axis_labels[1])
+        ax.grid(alpha=0.3)
+    _class_legend(fig, panels[0].labels, panels[0].class_names)
+    fig.suptitle(title)
+    return fig
+
+
+# ----- "each image is a distribution" -----
+
+@dataclass
+class PosteriorPanel:
+    title: str
+    mu: np.ndarray  # (N, 2) posterior means
+    sigma: np.ndarray  # (N, 2) posterior standard deviations
+    labels: np.ndarray | None
+    class_names: list[str] | None = None
+
+
+def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
+    """1-sigma ellipses of q(z|x) = N(mu, diag sigma²) over the prior N(0, I)'s density and 1, 2, 3-sigma circles."""
+    fig = _figure(4.6 * len(panels) + 1.3, 4.9)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        reach = max(3.5, float(np.max(np.abs(panel.mu) + panel.sigma)) * 1.05)
+        grid = np.linspace(-reach, reach, 201)
+        zz1, zz2 = np.meshgrid(grid, grid)
+        density = np.exp(-0.5 * (zz1 ** 2 + zz2 ** 2)) / (2 * np.pi)
+        ax.contourf(zz1, zz2, density, levels=8, cmap="Greys", alpha=0.35)
+        for radius in (1, 2, 3):
+            ax.add_patch(Circle((0, 0), radius, fill=False, linestyle="--", linewidth=0.8, color="0.35"))
+            ax.text(radius * 0.707, radius * 0.707, f" {radius}σ", fontsize=8, color="0.3")
+        for i in range(len(panel.mu)):
+            label = 0 if panel.labels is None else int(panel.labels[i])
+            colour = CLASS_COLOURS[label % 10]
+            ax.add_patch(Ellipse(tuple(panel.mu[i]), 2 * panel.sigma[i, 0], 2 * panel.sigma[i, 1],
+                                 facecolor=colour, edgecolor=colour, alpha=0.35, linewidth=1.2))
+            ax.plot(*panel.mu[i], linestyle="", markersize=4, markeredgewidth=0, **_class_style(label))
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
+        ax.set_aspect("equal")
+        ax.set_xlabel("z₁")
+        ax.set_ylabel("z₂")
+        ax.set_title(f"{panel.title}\n{len(panel.mu)} test images", fontsize=10)
+    _class_legend(fig, panels[0].labels, panels[0].class_names)
+    fig.suptitle("Each test image x is a distribution q(z|x): ellipse = μ(x) ± σ(x);\n"
+                 "grey = the prior p(z) = N(0, I), dashed circles at 1, 2, 3 standard deviations")
+    return fig
+
+
+# ----- image figures -----
+
+@dataclass
+class ManifoldPanel:
+    title: str
+    images: torch.Tensor  # (n*n, C, H, W) in reading order, see vaelab.figures.manifold_points
+    values: np.ndarray  # (n,) the grid's z values on each axis, increasing
+
+
+def manifold_grid(panels: list[ManifoldPanel], quantile_range: tuple[float, float]) -> Figure:
+    """Decoded grids without gaps between tiles (Kingma & Welling 2014, fig. 4), ticks at the tiles' z values."""
+    fig = _figure(4.8 * len(panels), 5.3)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        n = len(panel.values)
+        h, w = panel.images.shape[-2:]
+        grid = image_grid(panel.images, ncol=n, pad=0)
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        every = max(1, n // 5)
+        ticks = np.arange(0, n, every)
+        ax.set_xticks((ticks + 0.5) * w - 0.5, [f"{panel.values[t]:.2f}" for t in ticks])
+        ax.set_yticks((ticks + 0.5) * h - 0.5, [f"{panel.values[n - 1 - t]:.2f}" for t in ticks])
+        ax.set_xlabel("z₁")
+        ax.set_ylabel("z₂")
+        ax.set_title(panel.title, fontsize=10)
+    low, high = quantile_range
+    fig.suptitle(f"The 2-D latent decoded on a {n}×{n} grid: z at the prior's quantiles "
+                 f"{100 * low:g}%…{100 * high:g}% on each axis")
+    return fig
+
+
+@dataclass
+class ImagePanel:
+    title: str
+    images: torch.Tensor  # (N, C, H, W)
+
+
+def image_panels(panels: list[ImagePanel], title: str, ncol: int) -> Figure:
+    """Image grids side by side, one per run."""
+    fig = _figure(4.0 * len(panels), 4.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        _show_grid(ax, image_grid(panel.images, ncol))
+        ax.set_title(panel.title, fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def _show_grid(ax, grid: np.ndarray) -> None:
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+@dataclass
+class ReconPanel:
+    title: str
+    originals: torch.Tensor  # (N, C, H, W)
+    reconstructions: torch.Tensor  # (N, C, H, W)
+
+
+def reconstructions(panels: list[ReconPanel], per_row: int = 8) -> Figure:
+    """Rows of test images, each over the row of their reconstructions d(μ(x)), labelled on the left."""
+    fig = _figure(4.2 * len(panels), 1.0 + 0.55 * 2 * -(-len(panels[0].originals) // per_row))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        x, r = panel.originals, panel.reconstructions
+        rows = [torch.cat([x[i:i + per_row], r[i:i + per_row]]) for i in range(0, len(x), per_row)]
+        ncol = min(per_row, len(x))
+        _show_grid(ax, image_grid(torch.cat(rows), ncol))
+        h = x.shape[-2] + 1  # one row of tiles and its padding
+        centres = (np.arange(2 * len(rows)) + 0.5) * h + 0.5
+        ax.set_yticks(centres, ["test image", "reconstruction"] * len(rows), fontsize=8)
+        ax.set_title(panel.title, fontsize=10)
+    fig.suptitle("Test images over their reconstructions d(μ(x))")
+    return fig
+
+
+@dataclass
+class InterpPanel:
+    title: str
+    starts: torch.Tensor  # (P, C, H, W) test images A
+    path: torch.Tensor  # (P, S, C, H, W) decoded points on the straight line from μ(A) to μ(B)
+    ends: torch.Tensor  # (P, C, H, W) test images B
+
+
+def interpolation_strips(panels: list[InterpPanel]) -> Figure:
+    """One strip per pair: image A, decode((1-t)μ(A) + tμ(B)) for t from 0 to 1, image B."""
+    pairs, steps = panels[0].path.shape[:2]
+    fig = _figure(max(5.0, 0.42 * (steps + 2)) * len(panels), 1.3 + 0.42 * pairs)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        strips = torch.cat([panel.starts[:, None], panel.path, panel.ends[:, None]], dim=1)  # (P, S+2, C, H, W)
+        _show_grid(ax, image_grid(strips.flatten(0, 1), ncol=steps + 2))
+        w = panel.starts.shape[-1] + 1
+        names = ["A"] + [f"{t:.1f}" if i in (0, steps - 1) or i % 3 == 0 else "" for i, t in
+                         enumerate(np.linspace(0, 1, steps))] + ["B"]
+        ax.set_xticks((np.arange(steps + 2) + 0.5) * w + 0.5, names, fontsize=8)
+        ax.set_xlabel("A = test image, then t = 0 … 1 along the line, B = test image", fontsize=8)
+        ax.set_title(panel.title, fontsize=10)
+    fig.suptitle("Interpolation in latent space: decode((1-t)·μ(A) + t·μ(B))")
+    return fig
+
+
+# ----- numbers -----
+
+@dataclass
+class CurvesPanel:
+    title: str
+    kind: str  # "ae" or "vae": decides the units and whether there is a KL term
+    history: list[dict]  # metrics.jsonl rows: epoch, train_/test_ loss, recon, kl
+
+
+def training_curves(panels: list[CurvesPanel]) -> Figure:
+    """Per run (one row each): total loss, reconstruction and KL per epoch, train and test."""
+    fig = _figure(10.0, 0.6 + 2.6 * len(panels))
+    axes = fig.subplots(len(panels), 3, squeeze=False)
+    for row, panel in zip(axes, panels):
+        epochs = [h["epoch"] for h in panel.history]
+        unit = "nats per image" if panel.kind == "vae" else "squared error per image"
+        parts = {"loss": "total loss", "recon": "reconstruction", "kl": "KL(q(z|x) ‖ p(z))"}
+        for ax, (key, name) in zip(row, parts.items()):
+            if panel.kind == "ae" and key == "kl":
+                ax.text(0.5, 0.5, "the AutoEncoder\nhas no KL term", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            for split, style in (("train", "-o"), ("test", "--s")):
+                ax.plot(epochs, [h[f"{split}_{key}"] for h in panel.history], style, markersize=3,
+                        color=TRAIN_TEST_COLOURS[split], label=split)
+            ax.set_title(f"{panel.title}: {name}" if key == "loss" else name, fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(("KL, nats per image" if key == "kl" else unit), fontsize=8)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("Training curves (loss = reconstruction + β·KL, averaged over images)")
+    return fig
+
+
+@dataclass
+class KLPanel:
+    title: str
+    kl_nats: np.ndarray  # (Z,) mean KL per latent dimension over the test set
+    active: np.ndarray  # (Z,) bool
+
+
+def kl_per_dimension(panels: list[KLPanel], threshold: float) -> Figure:
+    """Bars of the mean KL per latent dimension, active units in colour, collapsed ones grey and hatched."""
+    fig = _figure(max(4.5, 0.25 * max(len(p.kl_nats) for p in panels) + 2.0) * len(panels), 4.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        dims = np.arange(1, len(panel.kl_nats) + 1)
+        colours = [ACTIVE_COLOURS[bool(a)] for a in panel.active]
+        bars = ax.bar(dims, panel.kl_nats, color=colours, edgecolor="0.3", linewidth=0.5)
+        for bar, active in zip(bars, panel.active):
+            if not active:
+                bar.set_hatch("///")
+        ax.set_xticks(dims if len(dims) <= 20 else dims[::max(1, len(dims) // 10)])
+        ax.set_xlabel("latent dimension u")
+        ax.set_ylabel("mean KL(q(z_u|x) ‖ N(0,1)), nats")
+        ax.set_title(f"{panel.title}\n{int(panel.active.sum())} of {len(dims)} units active", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    legend = [Patch(facecolor=ACTIVE_COLOURS[True], edgecolor="0.3", label="active"),
+              Patch(facecolor=ACTIVE_COLOURS[False], edgecolor="0.3", hatch="///", label="inactive (collapsed)")]
+    fig.legend(handles=legend, loc="outside lower center", ncols=2, frameon=False,
+               title=f"active: Var over test images of μ_u(x) > {threshold:g} (Burda et al. 2016)")
+    fig.suptitle("KL per latent dimension on the test set")
+    return fig

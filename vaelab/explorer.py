@@ -1,0 +1,242 @@
+"""The live latent explorer: an HTML fragment that decodes latent points in the browser as the pointer moves.
+
+The decoder's layers travel inside the page as base64 float32 (little-endian) in a JSON blob, and
+``explorer.js`` evaluates them in float64, so the page needs no server and no external script. The map
+shows the test images' latent means (posterior means; the AutoEncoder's codes) coloured by label: the latent
+itself when z_dim == 2, otherwise the plane through the codes' mean spanned by their two principal
+directions, where the plane point (a, b) stands for z = mean + a*u1 + b*u2 and one slider per dimension
+shows and sets the full z.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vaelab.data import ImageData, check_matches
+from vaelab.errors import VaelabError
+from vaelab.runs import Run, atomic_write_bytes
+
+ENCODE_BATCH = 1000  # test images encoded at once; bounds memory on MNIST-sized test sets
+PLANE_SEED = 0  # which test points are drawn when there are more than max_points
+VIEW_PADDING = 0.08  # fraction of the codes' extent left free around them on the map
+PRIOR_RADII = (1.0, 2.0)  # circles of the prior N(0, I) drawn on a VAE's map (1 and 2 standard deviations)
+SLIDER_PRIOR_RANGE = 3.0  # a VAE's sliders always reach +-3 prior standard deviations
+
+
+def _floats_b64(t: torch.Tensor) -> str:
+    """A tensor as base64 of its float32 values, little-endian, in row-major (C) order."""
+    return base64.b64encode(t.detach().cpu().contiguous().to(torch.float32).numpy().astype("<f4").tobytes()).decode()
+
+
+def _pair(value) -> list[int]:
+    return list(value) if isinstance(value, (tuple, list)) else [value, value]
+
+
+def export_decoder(decoder: nn.Module) -> list[dict]:
+    """The decoder's nn.Sequential as a list of JSON layers explorer.js evaluates; the logits come out last.
+
+    Linear and ConvTranspose2d carry their weights (PyTorch layouts: Linear (out, in), ConvTranspose2d
+    (C_in, C_out, kH, kW)); anything else vaelab's nets do not build is refused rather than guessed.
+    """
+    if not isinstance(decoder, nn.Sequential):
+        raise VaelabError(f"the explorer needs an nn.Sequential decoder, got {type(decoder).__name__}")
+    layers = []
+    for module in decoder:
+        if isinstance(module, nn.Linear):
+            layers.append({"type": "linear", "in": module.in_features, "out": module.out_features,
+                           "weight": _floats_b64(module.weight), "bias": _bias(module.bias, module.out_features)})
+        elif isinstance(module, nn.ConvTranspose2d):
+            if module.groups != 1 or module.padding_mode != "zeros":
+                raise VaelabError("the explorer evaluates ConvTranspose2d with groups=1 and zero padding only")
+            layers.append({"type": "conv_transpose2d", "in": module.in_channels, "out": module.out_channels,
+                           "kernel": _pair(module.kernel_size), "stride": _pair(module.stride),
+                           "padding": _pair(module.padding), "output_padding": _pair(module.output_padding),
+                           "dilation": _pair(module.dilation), "weight": _floats_b64(module.weight),
+                           "bias": _bias(module.bias, module.out_channels)})
+        elif isinstance(module, nn.ReLU):
+            layers.append({"type": "relu"})
+        elif isinstance(module, nn.LeakyReLU):
+            layers.append({"type": "leaky_relu", "slope": module.negative_slope})
+        elif isinstance(module, nn.Tanh):
+            layers.append({"type": "tanh"})
+        elif isinstance(module, nn.ELU):
+            layers.append({"type": "elu", "alpha": module.alpha})
+        elif isinstance(module, nn.Unflatten):
+            layers.append({"type": "unflatten", "shape": list(module.unflattened_size)})
+        else:
+            raise VaelabError(
+                f"the explorer cannot evaluate decoder layer {type(module).__name__} in the browser "
+                "(it knows Linear, ConvTranspose2d, ReLU, LeakyReLU, Tanh, ELU and Unflatten)"
+            )
+    return layers
+
+
+def _bias(bias: torch.Tensor | None, n: int) -> str:
+    return _floats_b64(bias if bias is not None else torch.zeros(n))
+
+
+@torch.no_grad()
+def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The latent means mu(x) (the AutoEncoder's codes) of images x, in batches.  # (N, Z)"""
+    return torch.cat([model.encode(x[i:i + ENCODE_BATCH])[0] for i in range(0, len(x), ENCODE_BATCH)])
+
+
+def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """(mean (Z,), basis (2, Z), variance fraction per axis) of the plane the map shows.
+
+    z_dim 2: the latent itself (mean 0, basis I). z_dim > 2: PCA of the codes, the two eigenvectors of their
+    covariance with the largest eigenvalues, each signed so its largest component is positive. z_dim 1: the
+    one axis, and a second basis vector of zeros.
+    """
+    n, z_dim = codes.shape
+    codes = codes.to(torch.float64)
+    if z_dim <= 2:
+        basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
+        return torch.zeros(z_dim, dtype=torch.float64), basis, [1.0, 0.0] if z_dim == 1 else [0.0, 0.0]
+    mean = codes.mean(0)
+    centred = codes - mean  # (N, Z)
+    cov = centred.T @ centred / max(n - 1, 1)  # (Z, Z)
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+    basis = eigenvectors[:, [-1, -2]].T.clone()  # (2, Z)
+    for row in basis:
+        row *= torch.sign(row[row.abs().argmax()])
+    total = float(eigenvalues.clamp(min=0).sum())
+    explained = [float(eigenvalues[-1]) / total, float(eigenvalues[-2]) / total] if total > 0 else [0.0, 0.0]
+    return mean, basis, explained
+
+
+def _view(points: torch.Tensor, prior_centre: list[float] | None) -> list[float]:
+    """[a_min, a_max, b_min, b_max] of a square window holding all points (and the prior's outer circle)."""
+    lo, hi = points.min(0).values, points.max(0).values  # (2,)
+    if prior_centre is not None:
+        centre = torch.tensor(prior_centre, dtype=points.dtype)
+        lo, hi = torch.minimum(lo, centre - PRIOR_RADII[-1]), torch.maximum(hi, centre + PRIOR_RADII[-1])
+    half = float((hi - lo).max()) / 2 * (1 + 2 * VIEW_PADDING) or 1.0  # equal scales keep circles round
+    mid = (lo + hi) / 2
+    return [float(mid[0]) - half, float(mid[0]) + half, float(mid[1]) - half, float(mid[1]) + half]
+
+
+def _slider_ranges(codes: torch.Tensor, is_vae: bool) -> list[list[float]]:
+    lo, hi = codes.min(0).values, codes.max(0).values  # (Z,)
+    pad = (hi - lo) * VIEW_PADDING
+    lo, hi = lo - pad, hi + pad
+    if is_vae:
+        lo, hi = lo.clamp(max=-SLIDER_PRIOR_RANGE), hi.clamp(min=SLIDER_PRIOR_RANGE)
+    return [[float(a), float(b)] for a, b in zip(lo, hi)]
+
+
+def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
+    """Everything explorer.js needs, as JSON-ready values: decoder layers, plane, points, view, sliders."""
+    from vaelab.train import training_targets
+
+    model = run.model
+    check_matches(data, model.image_shape, f"the model in {run.path}")
+    if max_points <= 0:
+        raise VaelabError(f"max_points must be a positive integer, got {max_points}")
+    channels = model.image_shape[0]
+    if channels not in (1, 3):
+        raise VaelabError(f"the explorer draws grey (1-channel) or RGB (3-channel) images, not {channels} channels")
+    _, x_test = training_targets(run.config, data)  # what the encoder was trained to take
+    codes = latent_codes(model, x_test).to(torch.float64)  # (N, Z)
+    mean, basis, explained = latent_plane(codes)
+    keep = torch.arange(len(codes))
+    if len(codes) > max_points:
+        keep = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED))[:max_points].sort().values
+    points = (codes[keep] - mean) @ basis.T  # (P, 2) plane coordinates
+    is_vae = model.kind == "vae"
+    # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal.
+    prior_centre = (-(basis @ mean)).tolist() if is_vae else None
+    z_dim = model.z_dim
+    if z_dim == 2:
+        axes = ["z1", "z2"]
+    elif z_dim == 1:
+        axes = ["z1", "(unused: z_dim is 1)"]
+    else:
+        axes = [f"PC{i + 1} of the codes ({100 * f:.0f}% of variance)" for i, f in enumerate(explained)]
+    labels = data.y_test[keep].tolist() if data.y_test is not None else None
+    return {
+        "title": f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, {data.name})",
+        "kind": model.kind,
+        "z_dim": z_dim,
+        "image_shape": list(model.image_shape),
+        "decoder": export_decoder(model.decoder),
+        "plane": {"mean": mean.tolist(), "basis": basis.tolist(), "axes": axes, "is_latent": z_dim == 2},
+        "points": {"a": _rounded(points[:, 0]), "b": _rounded(points[:, 1]), "label": labels},
+        "codes_name": "posterior means mu(x)" if is_vae else "codes e(x)",
+        "prior_centre": prior_centre,
+        "prior_radii": list(PRIOR_RADII),
+        "view": _view(points, prior_centre),
+        "sliders": _slider_ranges(codes, is_vae) if z_dim != 2 else None,
+        "start": codes[0].tolist(),
+    }
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    return [round(v, 4) for v in values.tolist()]  # map positions only: 4 decimals are far below a pixel
+
+
+def _json_for_script(value) -> str:
+    """JSON that cannot end its <script> element early: every '<' is written as its \\u003c escape."""
+    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def explorer_html(run: Run, data: ImageData, max_points: int = 1500) -> str:
+    """A self-contained HTML fragment (one <div>, inline style and scripts) holding a run's latent explorer.
+
+    Several fragments can sit in one page: each script mounts the <div> it sits in, and the shared code
+    defines itself once. In the page, ``window.vaelabExplorers[id]`` exposes the explorer for tests.
+    """
+    payload = _json_for_script(explorer_payload(run, data, max_points))
+    element_id = "vaelab-explorer-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
+    script = resources.files("vaelab").joinpath("explorer.js").read_text(encoding="utf-8")
+    return (
+        f'<div class="vaelab-explorer" id="{element_id}">\n'
+        f"<style>{STYLE}</style>\n"
+        f'<script type="application/json" class="vx-data">{payload}</script>\n'
+        f"<script>{script}</script>\n"
+        "<script>window.vaelabExplorer.mount(document.currentScript.parentNode);</script>\n"
+        "<noscript>The latent explorer needs JavaScript.</noscript>\n"
+        "</div>\n"
+    )
+
+
+def write_explorer_page(run: Run, data: ImageData, path: str | Path) -> None:
+    """A standalone HTML page around explorer_html(run, data), written atomically."""
+    title = html.escape(f"vaelab explorer: {run.path.name}")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{title}</title>\n"
+        "<style>body { margin: 16px; font-family: system-ui, 'DejaVu Sans', sans-serif; }</style>\n"
+        f"</head>\n<body>\n{explorer_html(run, data)}</body>\n</html>\n"
+    )
+    atomic_write_bytes(Path(path), page.encode("utf-8"))
+
+
+# Scoped to .vaelab-explorer so the fragment styles nothing else in a page it is pasted into.
+STYLE = """
+.vaelab-explorer { font: 13px/1.4 system-ui, 'DejaVu Sans', sans-serif; color: #222; margin: 12px 0;
+  padding: 10px 12px; border: 1px solid #ccc; border-radius: 6px; max-width: 820px; background: #fff; }
+.vaelab-explorer .vx-title { font-weight: 600; font-size: 15px; margin-bottom: 2px; }
+.vaelab-explorer .vx-help { color: #555; margin-bottom: 8px; }
+.vaelab-explorer .vx-body { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.vaelab-explorer canvas { display: block; }
+.vaelab-explorer .vx-map { cursor: crosshair; touch-action: none; }
+.vaelab-explorer .vx-image { image-rendering: pixelated; border: 1px solid #999; }
+.vaelab-explorer .vx-caption { color: #555; margin: 4px 0 2px; }
+.vaelab-explorer .vx-z { font-family: 'DejaVu Sans Mono', monospace; font-size: 12px; white-space: pre; }
+.vaelab-explorer .vx-legend { margin-top: 6px; }
+.vaelab-explorer .vx-legend span { display: inline-block; margin-right: 10px; }
+.vaelab-explorer .vx-legend i { display: inline-block; width: 10px; height: 10px; border-radius: 5px;
+  margin-right: 3px; vertical-align: -1px; }
+.vaelab-explorer .vx-sliders { display: grid; grid-template-columns: auto 150px 4.5em; gap: 0 8px;
+  justify-content: start; align-items: center; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px; margin-top: 6px; }
+.vaelab-explorer .vx-sliders input { width: 150px; margin: 1px 0; }
+"""
