@@ -105,9 +105,10 @@ def test_mnist_is_read_from_the_cache_without_downloading(tmp_path, monkeypatch)
     assert len(load_data("mnist", download=True, cache_dir=str(tmp_path)).x_train) == 64
 
 
-def test_unknown_name_lists_what_is_accepted():
-    with pytest.raises(VaelabError, match=r"unknown data set 'mnist6k'.*mnist5k, digits"):
-        load_data("mnist6k")
+@pytest.mark.parametrize("name", ["mnist6k", ""])
+def test_unknown_name_lists_what_is_accepted(name):
+    with pytest.raises(VaelabError, match=rf"unknown data set '{name}'.*mnist5k, digits"):
+        load_data(name)
 
 
 GOOD_IMAGES = idx_bytes(np.zeros((4, 28, 28), np.uint8))

@@ -26,8 +26,8 @@ from vaelab.runs import atomic_write_json
 CLASSIFIER_VERSION = 1
 FEATURE_DIM = 128
 CHANNELS = (32, 64)
-MIN_STEPS = 1500  # small sets get more epochs, so every classifier sees about as many updates
-MAX_EPOCHS = 30
+MIN_STEPS = 1000  # small sets get more epochs, so every classifier sees about as many updates
+MAX_EPOCHS = 20
 BATCH_SIZE = 128
 LR = 1e-3
 

@@ -105,17 +105,42 @@ def _run_and_data(args: argparse.Namespace):
     return run, data
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vaelab.evaluate import dataset_loss
-    from vaelab.runs import atomic_write_json
-    from vaelab.train import TEST_SEED, training_targets
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise VaelabError(f"{name} must be a positive integer, got {value}")
 
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vaelab.evaluate import evaluate_run
+    from vaelab.runs import atomic_write_json
+
+    _positive("--k", args.k)
+    _positive("--n-samples", args.n_samples)
     run, data = _run_and_data(args)
-    _, x_test = training_targets(run.config, data)
-    result = {"run": str(args.run), "data": data.name, "test": dataset_loss(run.model, x_test, x_test, run.config.beta, TEST_SEED)}
+    result = evaluate_run(run, data, k=args.k, skip_iwae=args.skip_iwae, skip_samples=args.skip_samples,
+                          skip_latent=args.skip_latent, n_samples=args.n_samples, seed=args.seed,
+                          progress=not args.quiet)
     out = Path(args.output) if args.output else Path(args.run) / "eval.json"
     atomic_write_json(out, result)
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("run", "data", "generation", "latent")}, indent=2))
+    print(f"-> {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vaelab.compare import compare
+
+    _positive("--k", args.k)
+    _positive("--epochs", args.epochs)
+    _positive("--n-samples", args.n_samples)
+    base = _read_toml(args.config) if args.config else {}
+    if args.data_cache:
+        base["data_cache"] = args.data_cache
+    result = compare([s for s in args.models.split(",") if s], args.out, data=args.data, epochs=args.epochs,
+                     seed=args.seed, base=base, k=args.k, skip_iwae=args.skip_iwae, skip_samples=args.skip_samples,
+                     n_samples=args.n_samples, progress=not args.quiet)
+    print((Path(args.out) / "comparison.md").read_text())
+    print(f"{len(result['models'])} models -> {Path(args.out) / 'comparison.json'}, {Path(args.out) / 'comparison.md'}")
     return 0
 
 
@@ -150,6 +175,44 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from vaelab.explorer import write_explorer_page
+
+    run, data = _run_and_data(args)
+    write_explorer_page(run, data, args.output)
+    print(f"latent explorer of {args.run} -> {args.output} (open it in a browser; it needs no server)")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from vaelab.figures import FigureOptions, check_request, make_figure, open_runs
+    from vaelab.plots import check_output_path, save_figure
+
+    options = FigureOptions(args.method, args.n, args.seed)
+    check_request(args.kind, options)
+    out = check_output_path(args.output, ".png")
+    save_figure(make_figure(args.kind, open_runs(args.runs, args.data), options), out)
+    print(f"{args.kind} figure of {', '.join(args.runs)} -> {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vaelab.report import write_report
+
+    write_report(args.runs, args.output, args.data, explorers=not args.no_explorer)
+    print(f"report of {', '.join(args.runs)} -> {args.output} (one self-contained HTML file)")
+    return 0
+
+
+def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=1000, help="importance samples per image for the IWAE bound (default %(default)s)")
+    p.add_argument("--skip-iwae", action="store_true", help="skip the importance-weighted bound (the slow part)")
+    p.add_argument("--skip-samples", action="store_true", help="skip sample quality (and the classifier it trains)")
+    p.add_argument("--n-samples", type=int, help="decoded samples per sampler (default: test images, at most 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaelab", description="Train, measure and look at AutoEncoders and VAEs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -162,11 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test loss, reconstruction and KL of a run, as JSON")
+    p = sub.add_parser("evaluate", help="latent and generation quality of a run -> RUN/eval.json")
     p.add_argument("run")
     p.add_argument("--data", help="evaluate on this data set instead of the run's")
     p.add_argument("-o", "--output", help="JSON file (default RUN/eval.json)")
+    _add_evaluation_flags(p)
+    p.add_argument("--skip-latent", action="store_true", help="skip the latent probes and interpolation")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train and evaluate models with the same data, seed and budget, side by side")
+    p.add_argument("--models", default="ae,vae,beta-vae:4",
+                   help="comma-separated: ae, vae, beta-vae:B (beta B), or existing run folders (default %(default)s)")
+    p.add_argument("--data", help="data set for training and evaluation (default mnist5k, or the first run folder's)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--config", help="TOML of RunConfig fields shared by every model trained here")
+    p.add_argument("--data-cache", help="where downloads and cached classifiers are kept")
+    p.add_argument("--out", required=True, help="folder for one run per model, comparison.json and comparison.md")
+    _add_evaluation_flags(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sample", help="decode prior samples z ~ N(0, I) into an image grid")
     p.add_argument("run")
@@ -181,6 +257,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="use this data set's test split instead of the run's")
     p.add_argument("-o", "--output", default="recon.png")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("explore", help="an HTML page that decodes the latent point under the pointer, live")
+    p.add_argument("run")
+    p.add_argument("--data", help="plot this data set's test codes instead of the run's")
+    p.add_argument("-o", "--output", default="explorer.html")
+    p.set_defaults(func=cmd_explore)
+
+    # Figure kinds and methods are checked by vaelab.figures, so that building the parser imports no matplotlib.
+    p = sub.add_parser("plot", help="one of the lecture's figures as PNG, several runs side by side")
+    p.add_argument("kind", help="latent, posterior (2-D VAE), manifold (2-D), samples, recon, interp, curves, kl (VAE)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, drawn side by side")
+    p.add_argument("-o", "--output", required=True, help="PNG file")
+    p.add_argument("--method", default="pca", help="projection of latents above 2-D for latent: pca or tsne")
+    p.add_argument("-n", type=int, help="test images (latent, posterior, recon), samples, grid side "
+                   "(manifold) or pairs (interp)")
+    p.add_argument("--seed", type=int, default=0, help="which test images and prior draws are shown")
+    p.add_argument("--data", help="use this data set's test split instead of each run's")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="one self-contained HTML file: configurations, comparison, every figure")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or a vaelab compare folder")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file")
+    p.add_argument("--data", help="use this data set's test split instead of each run's")
+    p.add_argument("--no-explorer", action="store_true", help="leave out the live latent explorers")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -61,7 +61,7 @@ def load_data(source: str, download: bool = False, cache_dir: str = "~/.cache/va
     path = Path(source).expanduser()
     if path.suffix == ".npz":
         return load_npz(path)
-    if path.is_dir():
+    if source and path.is_dir():  # Path("") is ".", which an empty --data must not mean
         return load_idx_dir(path)
     raise VaelabError(
         f"unknown data set {source!r} (not a name vaelab knows, nor an existing directory or .npz file): "

@@ -3,7 +3,8 @@
  * Each fragment written by vaelab/explorer.py holds a JSON blob (class "vx-data") and calls
  * window.vaelabExplorer.mount(itsDiv). The decoder's weights are float32 (base64, little-endian) and are
  * evaluated in float64, so the page agrees with PyTorch's float32 decoder to about 1e-6.
- * window.vaelabExplorers[id] exposes each explorer (decode, pointToLatent, latentToPoint, z, values) for tests.
+ * window.vaelabExplorers[id] exposes each explorer for tests: decode(z), pointToLatent(px, py) and
+ * latentToPoint(z) (pixels from the map canvas's top-left as displayed), the current z and decoded values.
  */
 (function () {
   "use strict";
@@ -141,7 +142,8 @@
     var mapW = MAP.left + MAP.size + MAP.right, mapH = MAP.top + MAP.size + MAP.bottom;
     var dpr = window.devicePixelRatio || 1;
     mapCanvas.width = Math.round(mapW * dpr); mapCanvas.height = Math.round(mapH * dpr);
-    mapCanvas.style.width = mapW + "px"; mapCanvas.style.height = mapH + "px";
+    // On a narrow screen the map shrinks with the page (max-width 100%); pointer positions are rescaled.
+    mapCanvas.style.width = mapW + "px"; mapCanvas.style.maxWidth = "100%"; mapCanvas.style.height = "auto";
     image.width = W * scale; image.height = H * scale;
     var ctx = mapCanvas.getContext("2d"), imageCtx = image.getContext("2d");
 
@@ -270,11 +272,20 @@
       if (sliders) sliders.forEach(function (s, d) { s.input.value = z[d]; s.value.textContent = fmt(z[d]); });
     }
 
+    function displayedToLatent(px, py) {
+      // (px, py): CSS pixels from the map's top-left corner as displayed, which may be shrunk to fit.
+      var r = mapCanvas.getBoundingClientRect(), ab = pointToPlane(px * mapW / r.width, py * mapH / r.height);
+      return planeToLatent(ab[0], ab[1]);
+    }
+    function latentToDisplayed(z) {
+      var r = mapCanvas.getBoundingClientRect(), ab = latentToPlane(z), p = planeToPoint(ab[0], ab[1]);
+      return [p[0] * r.width / mapW, p[1] * r.height / mapH];
+    }
+
     function onPointer(event) {
       if (event.type === "pointermove" && event.pointerType !== "mouse" && !event.buttons) return;
       var r = mapCanvas.getBoundingClientRect();
-      var ab = pointToPlane(event.clientX - r.left, event.clientY - r.top);
-      show(planeToLatent(ab[0], ab[1]));
+      show(displayedToLatent(event.clientX - r.left, event.clientY - r.top));
     }
     mapCanvas.addEventListener("pointermove", onPointer);
     mapCanvas.addEventListener("pointerdown", function (event) {
@@ -282,12 +293,12 @@
       onPointer(event);
     });
 
-    el("span", "", legend, "\u2295 current z" + (plane.is_latent ? "" : " (projected onto the plane)") +
-      (data.prior_centre ? "  \u2022  dashed: prior N(0, I) at 1\u03c3 and 2\u03c3" : "") + "  \u2022  ");
+    el("div", "", legend, "\u2295 current z" + (plane.is_latent ? "" : " (projected onto the plane)") +
+      (data.prior_centre ? "   \u2022   dashed circles: the prior N(0, I) at 1\u03c3 and 2\u03c3" : ""));
     if (data.points.label) {
       var seen = {};
       data.points.label.forEach(function (l) { seen[l] = true; });
-      el("span", "", legend, "label: ");
+      el("span", "", legend, "dot colour = test label: ");
       Object.keys(seen).map(Number).sort(function (a, b) { return a - b; }).forEach(function (l) {
         var item = el("span", "", legend);
         el("i", "", item).style.background = PALETTE[((l % 10) + 10) % 10];
@@ -302,8 +313,8 @@
     root.dataset.explorerId = id;
     registry[id] = {
       decode: decode,
-      pointToLatent: function (px, py) { var ab = pointToPlane(px, py); return planeToLatent(ab[0], ab[1]); },
-      latentToPoint: function (z) { var ab = latentToPlane(z); return planeToPoint(ab[0], ab[1]); },
+      pointToLatent: displayedToLatent,
+      latentToPoint: latentToDisplayed,
       setZ: show,
       get z() { return state.z.slice(); },
       get values() { return Array.from(state.values); },

@@ -90,7 +90,7 @@ def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """(mean (Z,), basis (2, Z), variance fraction per axis) of the plane the map shows.
+    """(mean (Z,), basis (2, Z), fraction of the codes' total variance along each plane axis).
 
     z_dim 2: the latent itself (mean 0, basis I). z_dim > 2: PCA of the codes, the two eigenvectors of their
     covariance with the largest eigenvalues, each signed so its largest component is positive. z_dim 1: the
@@ -98,19 +98,20 @@ def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[
     """
     n, z_dim = codes.shape
     codes = codes.to(torch.float64)
-    if z_dim <= 2:
-        basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
-        return torch.zeros(z_dim, dtype=torch.float64), basis, [1.0, 0.0] if z_dim == 1 else [0.0, 0.0]
-    mean = codes.mean(0)
-    centred = codes - mean  # (N, Z)
+    centred = codes - codes.mean(0)  # (N, Z)
     cov = centred.T @ centred / max(n - 1, 1)  # (Z, Z)
-    eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
-    basis = eigenvectors[:, [-1, -2]].T.clone()  # (2, Z)
-    for row in basis:
-        row *= torch.sign(row[row.abs().argmax()])
-    total = float(eigenvalues.clamp(min=0).sum())
-    explained = [float(eigenvalues[-1]) / total, float(eigenvalues[-2]) / total] if total > 0 else [0.0, 0.0]
-    return mean, basis, explained
+    if z_dim <= 2:
+        mean = torch.zeros(z_dim, dtype=torch.float64)
+        basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
+    else:
+        mean = codes.mean(0)
+        _, eigenvectors = torch.linalg.eigh(cov)  # eigenvalues ascending
+        basis = eigenvectors[:, [-1, -2]].T.clone()  # (2, Z)
+        for row in basis:
+            row *= torch.sign(row[row.abs().argmax()])
+    total = float(torch.trace(cov))
+    along = torch.einsum("kz,zy,ky->k", basis, cov, basis)  # (2,) u_k^T cov u_k
+    return mean, basis, (along / total).tolist() if total > 0 else [0.0, 0.0]
 
 
 def _view(points: torch.Tensor, prior_centre: list[float] | None) -> list[float]:
@@ -155,10 +156,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
     # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal.
     prior_centre = (-(basis @ mean)).tolist() if is_vae else None
     z_dim = model.z_dim
-    if z_dim == 2:
-        axes = ["z1", "z2"]
-    elif z_dim == 1:
-        axes = ["z1", "(unused: z_dim is 1)"]
+    if z_dim <= 2:
+        axes = ["z1", "z2" if z_dim == 2 else "(unused: z_dim is 1)"]
     else:
         axes = [f"PC{i + 1} of the codes ({100 * f:.0f}% of variance)" for i, f in enumerate(explained)]
     labels = data.y_test[keep].tolist() if data.y_test is not None else None
@@ -213,6 +212,7 @@ def write_explorer_page(run: Run, data: ImageData, path: str | Path) -> None:
     title = html.escape(f"vaelab explorer: {run.path.name}")
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n"
         "<style>body { margin: 16px; font-family: system-ui, 'DejaVu Sans', sans-serif; }</style>\n"
         f"</head>\n<body>\n{explorer_html(run, data)}</body>\n</html>\n"
@@ -232,7 +232,7 @@ STYLE = """
 .vaelab-explorer .vx-image { image-rendering: pixelated; border: 1px solid #999; }
 .vaelab-explorer .vx-caption { color: #555; margin: 4px 0 2px; }
 .vaelab-explorer .vx-z { font-family: 'DejaVu Sans Mono', monospace; font-size: 12px; white-space: pre; }
-.vaelab-explorer .vx-legend { margin-top: 6px; }
+.vaelab-explorer .vx-legend { margin-top: 6px; white-space: pre-wrap; }
 .vaelab-explorer .vx-legend span { display: inline-block; margin-right: 10px; }
 .vaelab-explorer .vx-legend i { display: inline-block; width: 10px; height: 10px; border-radius: 5px;
   margin-right: 3px; vertical-align: -1px; }

@@ -207,7 +207,7 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
 def posterior_figure(views: list[RunView], options: FigureOptions) -> Figure:
     panels = []
     for view in views:
-        index = _balanced_indices(view, options.n or 40, options.seed)
+        index = _balanced_indices(view, options.n or 30, options.seed)
         mu, logvar = latent_codes(view.model, view.x_test[torch.from_numpy(index)])
         labels, names = _labels(view, index)
         panels.append(plots.PosteriorPanel(view.title, mu, np.exp(0.5 * logvar), labels, names))
@@ -238,7 +238,7 @@ def recon_figure(views: list[RunView], options: FigureOptions) -> Figure:
     return plots.reconstructions(panels)
 
 
-def interp_figure(views: list[RunView], options: FigureOptions, steps: int = 10) -> Figure:
+def interp_figure(views: list[RunView], options: FigureOptions, steps: int = 9) -> Figure:
     pairs = options.n or 6
     panels = []
     for view in views:
@@ -292,14 +292,19 @@ def why_not(kind: str, view: RunView) -> str | None:
 def make_figure(kind: str, views: list[RunView], options: FigureOptions | None = None) -> Figure:
     """Draw figure `kind` (one of KINDS) for the runs side by side; VaelabError when a run does not fit it."""
     options = options or FigureOptions()
+    check_request(kind, options)
+    for view in views:
+        reason = why_not(kind, view)
+        if reason:
+            raise VaelabError(f"{view.run.path}: {reason}")
+    return FIGURES[kind](views, options)
+
+
+def check_request(kind: str, options: FigureOptions) -> None:
+    """Refuse an unknown figure kind, projection method or a non-positive -n (before any run is loaded)."""
     if kind not in FIGURES:
         raise VaelabError(f"unknown figure {kind!r}: choose one of {', '.join(KINDS)}")
     if options.method not in METHODS:
         raise VaelabError(f"--method must be one of {', '.join(METHODS)}; got {options.method!r}")
     if options.n is not None and options.n <= 0:
         raise VaelabError(f"-n must be a positive integer, got {options.n}")
-    for view in views:
-        reason = why_not(kind, view)
-        if reason:
-            raise VaelabError(f"{view.run.path}: {reason}")
-    return FIGURES[kind](views, options)

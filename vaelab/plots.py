@@ -52,7 +52,7 @@ def save_image_grid(path: str | Path, images: torch.Tensor, ncol: int, scale: in
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     buffer = io.BytesIO()
     matplotlib.image.imsave(buffer, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    atomic_write_bytes(_checked_output(path, ".png"), buffer.getvalue())
+    atomic_write_bytes(check_output_path(path, ".png"), buffer.getvalue())
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -64,10 +64,11 @@ def figure_png(fig: Figure) -> bytes:
 
 def save_figure(fig: Figure, path: str | Path) -> None:
     """Write the figure as a PNG file, atomically (no half-written file if anything fails)."""
-    atomic_write_bytes(_checked_output(path, ".png"), figure_png(fig))
+    atomic_write_bytes(check_output_path(path, ".png"), figure_png(fig))
 
 
-def _checked_output(path: str | Path, suffix: str) -> Path:
+def check_output_path(path: str | Path, suffix: str) -> Path:
+    """The output path, refused (VaelabError) when its folder is missing or its name does not end in `suffix`."""
     path = Path(path)
     if not path.parent.is_dir():
         raise VaelabError(f"{path}: the folder {path.parent} does not exist")
@@ -150,12 +151,15 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         ax.contourf(zz1, zz2, density, levels=8, cmap="Greys", alpha=0.35)
         for radius in (1, 2, 3):
             ax.add_patch(Circle((0, 0), radius, fill=False, linestyle="--", linewidth=0.8, color="0.35"))
-            ax.text(radius * 0.707, radius * 0.707, f" {radius}σ", fontsize=8, color="0.3")
+            ax.text(radius * 0.707, -radius * 0.707, f"{radius}σ", fontsize=8, color="0.2", ha="center", va="center",
+                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
         for i in range(len(panel.mu)):
             label = 0 if panel.labels is None else int(panel.labels[i])
             colour = CLASS_COLOURS[label % 10]
             ax.add_patch(Ellipse(tuple(panel.mu[i]), 2 * panel.sigma[i, 0], 2 * panel.sigma[i, 1],
-                                 facecolor=colour, edgecolor=colour, alpha=0.35, linewidth=1.2))
+                                 facecolor=colour, edgecolor="none", alpha=0.18))
+            ax.add_patch(Ellipse(tuple(panel.mu[i]), 2 * panel.sigma[i, 0], 2 * panel.sigma[i, 1],
+                                 fill=False, edgecolor=colour, linewidth=1.2))
             ax.plot(*panel.mu[i], linestyle="", markersize=4, markeredgewidth=0, **_class_style(label))
         ax.set_xlim(-reach, reach)
         ax.set_ylim(-reach, reach)
@@ -164,8 +168,8 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         ax.set_ylabel("z₂")
         ax.set_title(f"{panel.title}\n{len(panel.mu)} test images", fontsize=10)
     _class_legend(fig, panels[0].labels, panels[0].class_names)
-    fig.suptitle("Each test image x is a distribution q(z|x): ellipse = μ(x) ± σ(x);\n"
-                 "grey = the prior p(z) = N(0, I), dashed circles at 1, 2, 3 standard deviations")
+    fig.suptitle("Each test image x is a distribution q(z|x)\n"
+                 "ellipses: μ(x) ± σ(x) · grey: the prior N(0, I), circles at 1, 2, 3σ", fontsize=11)
     return fig
 
 
@@ -179,18 +183,17 @@ class ManifoldPanel:
 
 
 def manifold_grid(panels: list[ManifoldPanel], quantile_range: tuple[float, float]) -> Figure:
-    """Decoded grids without gaps between tiles (Kingma & Welling 2014, fig. 4), ticks at the tiles' z values."""
+    """Decoded grids (Kingma & Welling 2014, fig. 4), ticks at the tiles' z values, z₂ growing upwards."""
     fig = _figure(4.8 * len(panels), 5.3)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         n = len(panel.values)
         h, w = panel.images.shape[-2:]
-        grid = image_grid(panel.images, ncol=n, pad=0)
-        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        every = max(1, n // 5)
-        ticks = np.arange(0, n, every)
-        ax.set_xticks((ticks + 0.5) * w - 0.5, [f"{panel.values[t]:.2f}" for t in ticks])
-        ax.set_yticks((ticks + 0.5) * h - 0.5, [f"{panel.values[n - 1 - t]:.2f}" for t in ticks])
+        ax.imshow(image_grid(panel.images, ncol=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ticks = np.unique(np.linspace(0, n - 1, 5).round().astype(int))
+        # Tile t spans pixels 1 + t*(w+1) ... t*(w+1) + w (one pixel of padding before each tile).
+        ax.set_xticks(1 + ticks * (w + 1) + (w - 1) / 2, [f"{panel.values[t]:.2f}" for t in ticks])
+        ax.set_yticks(1 + ticks * (h + 1) + (h - 1) / 2, [f"{panel.values[n - 1 - t]:.2f}" for t in ticks])
         ax.set_xlabel("z₁")
         ax.set_ylabel("z₂")
         ax.set_title(panel.title, fontsize=10)
@@ -208,13 +211,21 @@ class ImagePanel:
 
 def image_panels(panels: list[ImagePanel], title: str, ncol: int) -> Figure:
     """Image grids side by side, one per run."""
-    fig = _figure(4.0 * len(panels), 4.6)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels):
-        _show_grid(ax, image_grid(panel.images, ncol))
+    grids = [image_grid(panel.images, ncol) for panel in panels]
+    fig, axes = _grid_figure(grids, panel_width_in=4.0)
+    for ax, panel, grid in zip(axes, panels, grids):
+        _show_grid(ax, grid)
         ax.set_title(panel.title, fontsize=10)
     fig.suptitle(title)
     return fig
+
+
+def _grid_figure(grids: list[np.ndarray], panel_width_in: float, margin_in: float = 0.0, extra_height_in: float = 0.0):
+    """A figure whose height fits image grids of this aspect ratio, and one axes per grid."""
+    height_px, width_px = grids[0].shape[:2]
+    height_in = 1.0 + extra_height_in + (panel_width_in - margin_in) * height_px / width_px
+    fig = _figure(panel_width_in * len(grids), height_in)
+    return fig, fig.subplots(1, len(grids), squeeze=False)[0]
 
 
 def _show_grid(ax, grid: np.ndarray) -> None:
@@ -232,16 +243,17 @@ class ReconPanel:
 
 def reconstructions(panels: list[ReconPanel], per_row: int = 8) -> Figure:
     """Rows of test images, each over the row of their reconstructions d(μ(x)), labelled on the left."""
-    fig = _figure(4.2 * len(panels), 1.0 + 0.55 * 2 * -(-len(panels[0].originals) // per_row))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels):
+    grids = []
+    for panel in panels:
         x, r = panel.originals, panel.reconstructions
         rows = [torch.cat([x[i:i + per_row], r[i:i + per_row]]) for i in range(0, len(x), per_row)]
-        ncol = min(per_row, len(x))
-        _show_grid(ax, image_grid(torch.cat(rows), ncol))
-        h = x.shape[-2] + 1  # one row of tiles and its padding
-        centres = (np.arange(2 * len(rows)) + 0.5) * h + 0.5
-        ax.set_yticks(centres, ["test image", "reconstruction"] * len(rows), fontsize=8)
+        grids.append(image_grid(torch.cat(rows), min(per_row, len(x))))
+    fig, axes = _grid_figure(grids, panel_width_in=4.4, margin_in=1.1)
+    for ax, panel, grid in zip(axes, panels, grids):
+        _show_grid(ax, grid)
+        h = panel.originals.shape[-2]
+        row_starts = np.arange(0, grid.shape[0] - 1, h + 1)  # one pixel of padding above each row of tiles
+        ax.set_yticks(row_starts + 1 + (h - 1) / 2, ["test image", "reconstruction"] * (len(row_starts) // 2), fontsize=8)
         ax.set_title(panel.title, fontsize=10)
     fig.suptitle("Test images over their reconstructions d(μ(x))")
     return fig
@@ -257,16 +269,15 @@ class InterpPanel:
 
 def interpolation_strips(panels: list[InterpPanel]) -> Figure:
     """One strip per pair: image A, decode((1-t)μ(A) + tμ(B)) for t from 0 to 1, image B."""
-    pairs, steps = panels[0].path.shape[:2]
-    fig = _figure(max(5.0, 0.42 * (steps + 2)) * len(panels), 1.3 + 0.42 * pairs)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels):
-        strips = torch.cat([panel.starts[:, None], panel.path, panel.ends[:, None]], dim=1)  # (P, S+2, C, H, W)
-        _show_grid(ax, image_grid(strips.flatten(0, 1), ncol=steps + 2))
-        w = panel.starts.shape[-1] + 1
-        names = ["A"] + [f"{t:.1f}" if i in (0, steps - 1) or i % 3 == 0 else "" for i, t in
-                         enumerate(np.linspace(0, 1, steps))] + ["B"]
-        ax.set_xticks((np.arange(steps + 2) + 0.5) * w + 0.5, names, fontsize=8)
+    steps = panels[0].path.shape[1]
+    strips = [torch.cat([p.starts[:, None], p.path, p.ends[:, None]], dim=1) for p in panels]  # (P, S+2, C, H, W)
+    grids = [image_grid(s.flatten(0, 1), ncol=steps + 2) for s in strips]
+    fig, axes = _grid_figure(grids, panel_width_in=max(5.0, 0.45 * (steps + 2)), extra_height_in=0.4)
+    for ax, panel, grid in zip(axes, panels, grids):
+        _show_grid(ax, grid)
+        w = panel.starts.shape[-1]
+        names = ["A"] + [f"{t:g}" if i % 2 == 0 else "" for i, t in enumerate(np.linspace(0, 1, steps))] + ["B"]
+        ax.set_xticks(1 + np.arange(steps + 2) * (w + 1) + (w - 1) / 2, names, fontsize=8)
         ax.set_xlabel("A = test image, then t = 0 … 1 along the line, B = test image", fontsize=8)
         ax.set_title(panel.title, fontsize=10)
     fig.suptitle("Interpolation in latent space: decode((1-t)·μ(A) + t·μ(B))")
@@ -317,7 +328,7 @@ class KLPanel:
 
 def kl_per_dimension(panels: list[KLPanel], threshold: float) -> Figure:
     """Bars of the mean KL per latent dimension, active units in colour, collapsed ones grey and hatched."""
-    fig = _figure(max(4.5, 0.25 * max(len(p.kl_nats) for p in panels) + 2.0) * len(panels), 4.0)
+    fig = _figure(max(5.0, 0.25 * max(len(p.kl_nats) for p in panels) + 2.0) * len(panels), 4.0)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         dims = np.arange(1, len(panel.kl_nats) + 1)
@@ -334,6 +345,6 @@ def kl_per_dimension(panels: list[KLPanel], threshold: float) -> Figure:
     legend = [Patch(facecolor=ACTIVE_COLOURS[True], edgecolor="0.3", label="active"),
               Patch(facecolor=ACTIVE_COLOURS[False], edgecolor="0.3", hatch="///", label="inactive (collapsed)")]
     fig.legend(handles=legend, loc="outside lower center", ncols=2, frameon=False,
-               title=f"active: Var over test images of μ_u(x) > {threshold:g} (Burda et al. 2016)")
+               title=f"active: variance of μ_u(x) over test images > {threshold:g}\n(Burda et al. 2016)")
     fig.suptitle("KL per latent dimension on the test set")
     return fig

@@ -28,6 +28,8 @@ LOSS_SCALING = (
     "VAE terms in nats (recon = -log p(x|z), one z sample), AE recon is squared error; loss = recon + beta*kl"
 )
 TEST_SEED = 0  # the test set's static binarisation and evaluation noise never depend on the run's seed
+# The RunConfig fields that define the network a checkpoint's weights belong to.
+NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim", "likelihood")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -47,6 +49,17 @@ def training_targets(config: RunConfig, data: ImageData) -> tuple[torch.Tensor, 
     if config.binarize == "static":
         return binarize(data.x_train, torch.Generator().manual_seed(config.seed)), test
     return data.x_train, test
+
+
+def _check_same_network(saved: RunConfig, requested: RunConfig, out: Path) -> None:
+    """Refuse to resume with flags that would rebuild a different network than the checkpoint holds."""
+    changed = [
+        f"{name} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
+        for name in NETWORK_FIELDS
+        if getattr(saved, name) != getattr(requested, name)
+    ]
+    if changed:
+        raise VaelabError(f"{out}: cannot resume with another network ({'; '.join(changed)}); drop those flags")
 
 
 def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:
@@ -81,6 +94,7 @@ def train(
     if resume:
         run = load_run(out, expect_kind=config.model)
         check_matches(data, run.model.image_shape, f"the checkpoint in {out}")
+        _check_same_network(run.config, config, out)
         model.load_state_dict(run.model.state_dict())
         restore_optimizer(optimizer, run.optimizer_state)
         start_epoch, history = run.epoch, run.history
@@ -97,7 +111,7 @@ def train(
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
-        train_means = _train_epoch(model, optimizer, config, x_train, epoch, steps_per_epoch, out, progress)
+        train_means = train_epoch(model, optimizer, config, x_train, epoch, steps_per_epoch, out, progress)
         seconds = time.perf_counter() - started
         test_means = dataset_loss(model, x_test, x_test, beta=config.beta, seed=TEST_SEED)
         row = {
@@ -117,15 +131,15 @@ def train(
     return Run(out, config, model, config.epochs, history)
 
 
-def _train_epoch(
+def train_epoch(
     model: AutoEncoder,
     optimizer: torch.optim.Optimizer,
     config: RunConfig,
     x_train: torch.Tensor,
     epoch: int,
     steps_per_epoch: int,
-    out: Path,
-    progress: bool,
+    out: Path | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """One pass over the shuffled training set; returns the image-weighted means of loss, recon and kl."""
     model.train()

@@ -1,0 +1,168 @@
+"""Training speed of the lecture's VAE: vaelab's loop vs the per-sample Dataset + DataLoader loop, side by side.
+
+Prints images per second for both, their ratio, and vaelab's share of the float32 matmul ceiling: the rate at
+which torch runs the training step's own matrix products (forward and backward) on this machine with nothing
+else around them. With --epochs N both loops also train N epochs and report the test loss they reach.
+
+    python benchmarks/train_speed.py                 # one timed epoch each, Fashion-MNIST (or mnist5k)
+    python benchmarks/train_speed.py --epochs 10     # also compare the test loss after 10 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vaelab import RunConfig, build_model, load_data
+from vaelab.data import DEBIAN_FASHION_MNIST
+from vaelab.evaluate import dataset_loss
+from vaelab.train import make_optimizer, train_epoch
+
+
+class LectureVAE(nn.Module):
+    """The lecture's code as written (Sigmoid output, BCE on probabilities), as the common examples have it."""
+
+    def __init__(self, image_size=784, h_dim=400, z_dim=20):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(image_size, h_dim), nn.LeakyReLU(0.2), nn.Linear(h_dim, z_dim * 2))
+        self.decoder = nn.Sequential(nn.Linear(z_dim, h_dim), nn.ReLU(), nn.Linear(h_dim, image_size), nn.Sigmoid())
+
+    def forward(self, x):
+        mu, logvar = torch.chunk(self.encoder(x), 2, dim=-1)
+        z = mu + logvar.mul(0.5).exp() * torch.randn_like(mu)
+        return self.decoder(z), mu, logvar
+
+
+def lecture_loss(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x, reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp())
+    return bce + kld
+
+
+class PerSampleImages(Dataset):
+    """One image per __getitem__, as torchvision-style data sets hand them to a DataLoader."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images.flatten(1)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def example_style_epoch(model, optimizer, loader) -> None:
+    model.train()
+    for x in loader:
+        optimizer.zero_grad()
+        recon, mu, logvar = model(x)
+        loss = lecture_loss(recon, x, mu, logvar)
+        loss.backward()
+        optimizer.step()
+
+
+@torch.no_grad()
+def example_style_test_loss(model, x_test: torch.Tensor) -> float:
+    torch.manual_seed(0)
+    x = x_test.flatten(1)
+    total = 0.0
+    for i in range(0, len(x), 1000):
+        recon, mu, logvar = model(x[i:i + 1000])
+        total += lecture_loss(recon, x[i:i + 1000], mu, logvar).item()
+    return total / len(x)
+
+
+def step_flops(batch: int, widths: list[tuple[int, int]]) -> float:
+    """FLOPs of one training step's matrix products: forward, weight gradients, and input gradients except the first layer's."""
+    forward = sum(2 * batch * i * o for i, o in widths)
+    input_grads = sum(2 * batch * i * o for i, o in widths[1:])
+    return 2 * forward + input_grads
+
+
+def matmul_ceiling_seconds(batch: int, widths: list[tuple[int, int]], repeats: int = 300) -> float:
+    """Seconds per step of the step's own GEMMs run back to back: forward, then grad-W and grad-input per layer."""
+    xs = {i: torch.randn(batch, i) for i, _ in widths}
+    gs = {o: torch.randn(batch, o) for _, o in widths}
+    ws = [torch.randn(o, i) for i, o in widths]
+
+    def one_step():
+        for (i, o), w in zip(widths, ws):
+            torch.addmm(gs[o], xs[i], w.t())  # forward
+        for k, ((i, o), w) in enumerate(zip(widths, ws)):
+            torch.mm(gs[o].t(), xs[i])  # weight gradient
+            if k > 0:
+                torch.mm(gs[o], w)  # input gradient
+
+    for _ in range(20):
+        one_step()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        one_step()
+    return (time.perf_counter() - started) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="fashion-mnist" if DEBIAN_FASHION_MNIST.is_dir() else "mnist5k")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=0, help="also train both N epochs and compare test loss")
+    args = parser.parse_args()
+
+    data = load_data(args.data)
+    config = RunConfig(data=args.data, batch_size=args.batch_size, seed=0)
+    n = len(data.x_train)
+    print(f"data {args.data}: {n} training images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+
+    torch.manual_seed(0)
+    ours = build_model(config, data.image_shape)
+    ours_opt = make_optimizer(ours, config.lr)
+    steps = math.ceil(n / args.batch_size)
+
+    torch.manual_seed(0)
+    theirs = LectureVAE()
+    theirs_opt = torch.optim.Adam(theirs.parameters(), lr=1e-3)
+    loader = DataLoader(PerSampleImages(data.x_train), batch_size=args.batch_size, shuffle=True)
+
+    # Alternate the two timed epochs so machine noise hits both alike; report the faster of two epochs each.
+    ours_s, theirs_s = [], []
+    for epoch in (1, 2):
+        t = time.perf_counter()
+        train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)
+        ours_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        example_style_epoch(theirs, theirs_opt, loader)
+        theirs_s.append(time.perf_counter() - t)
+    ours_rate, theirs_rate = n / min(ours_s), n / min(theirs_s)
+
+    widths = [(784, 400), (400, 40), (20, 400), (400, 784)]
+    flops = step_flops(args.batch_size, widths)
+    ceiling_rate = args.batch_size / matmul_ceiling_seconds(args.batch_size, widths)
+    gflops = ceiling_rate * flops / args.batch_size / 1e9
+    print(f"{'loop':40s} {'images/s':>10s}")
+    print(f"{'per-sample Dataset + DataLoader':40s} {theirs_rate:10.0f}")
+    print(f"{'vaelab (in-memory slices, fused Adam)':40s} {ours_rate:10.0f}")
+    print(f"{'matmul ceiling (the step GEMMs alone)':40s} {ceiling_rate:10.0f}   ({gflops:.1f} GFLOP/s, "
+          f"{flops / args.batch_size / 1e6:.2f} MFLOP per image)")
+    print(f"speed-up over the DataLoader loop: {ours_rate / theirs_rate:.2f}x")
+    print(f"vaelab's share of the matmul ceiling: {100 * ours_rate / ceiling_rate:.0f}%")
+
+    if args.epochs:
+        for epoch in range(3, args.epochs + 1):
+            train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)
+            example_style_epoch(theirs, theirs_opt, loader)
+        ours_loss = dataset_loss(ours, data.x_test, data.x_test)["loss"]
+        theirs_loss = example_style_test_loss(theirs, data.x_test)
+        print(f"test loss after {args.epochs} epochs (grey-level BCE + KL, nats per image, one z sample): "
+              f"vaelab {ours_loss:.2f}, DataLoader loop {theirs_loss:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""The latent explorer: its Python side, and the page itself in a real headless Chromium driven by Playwright.
+
+The browser tests fail (never skip) when Playwright or Chromium is missing: .ci/run installs both.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from torch import nn
+
+from vaelab import RunConfig, VaelabError, build_model
+from vaelab.cli import main
+from vaelab.data import ImageData
+from vaelab.explorer import explorer_html, latent_codes, latent_plane
+from vaelab.runs import Run
+
+CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's float32 decode_mean
+GREY_TOLERANCE = 1  # canvas pixels against round(255 * p), in 8-bit grey levels
+
+
+def _plane_point(run: Run, digits: ImageData, index: int) -> list[float]:
+    """The code of test image `index` projected onto the explorer's plane: a point the pointer can reach."""
+    codes = latent_codes(run.model, digits.x_test).double()
+    mean, basis, _ = latent_plane(codes)
+    return (mean + (codes[index] - mean) @ basis.T @ basis).tolist()
+
+
+def _decode(run: Run, z: list[float]) -> np.ndarray:
+    with torch.no_grad():
+        return run.model.decode_mean(torch.tensor([z], dtype=torch.float32)).flatten().numpy().astype(np.float64)
+
+
+def _untrained_run(tmp_path: Path, name: str, seed: int, **fields) -> Run:
+    """A model with random weights (std 0.3, so the decoded images vary) for checking layer types."""
+    torch.manual_seed(seed)
+    config = RunConfig(data="digits", hidden=[16], **fields)
+    model = build_model(config, (1, 8, 8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    (tmp_path / name).mkdir()
+    return Run(tmp_path / name, config, model, epoch=0)
+
+
+# --- the Python side -------------------------------------------------------------------------------------------
+
+
+def test_latent_plane_is_the_codes_first_two_principal_components(vae_run, digits):
+    codes = latent_codes(vae_run.model, digits.x_test).double()
+    mean, basis, explained = latent_plane(codes)
+    reference = PCA(n_components=2).fit(codes.numpy())
+    np.testing.assert_allclose(mean.numpy(), reference.mean_, atol=1e-9)
+    # Principal directions are defined up to sign.
+    np.testing.assert_allclose(np.abs(basis.numpy() @ reference.components_.T), np.eye(2), atol=1e-6)
+    np.testing.assert_allclose(explained, reference.explained_variance_ratio_, rtol=1e-6)
+
+
+def test_two_dimensional_latent_is_shown_as_itself(vae2d_run, digits):
+    mean, basis, _ = latent_plane(latent_codes(vae2d_run.model, digits.x_test))
+    assert mean.tolist() == [0.0, 0.0] and basis.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_fragment_is_self_contained_with_a_unique_id(vae2d_run, vae_run, digits):
+    fragments = [explorer_html(vae2d_run, digits), explorer_html(vae_run, digits)]
+    ids = [re.match(r'<div class="vaelab-explorer" id="([\w-]+)">', f).group(1) for f in fragments]
+    assert ids[0] != ids[1]
+    for fragment in fragments:
+        assert not re.search(r"<\w+[^>]*\s(src|href)\s*=|https?://|url\(|@import", fragment)  # nothing fetched
+        blob = re.search(r'<script type="application/json" class="vx-data">(.*?)</script>', fragment, re.S).group(1)
+        assert len(json.loads(blob)["points"]["a"]) == len(digits.x_test)  # 360 test digits < max_points
+
+
+def test_max_points_limits_the_plotted_codes(vae2d_run, digits):
+    blob = re.search(r'class="vx-data">(.*?)</script>', explorer_html(vae2d_run, digits, max_points=50), re.S).group(1)
+    assert len(json.loads(blob)["points"]["a"]) == 50
+
+
+def test_explorer_refuses_data_of_another_shape(vae2d_run):
+    x = torch.zeros(4, 1, 28, 28)
+    with pytest.raises(VaelabError, match="shape"):
+        explorer_html(vae2d_run, ImageData("other", x, None, x, None))
+
+
+def test_decoder_layer_the_browser_cannot_evaluate_is_refused(tmp_path, digits):
+    run = _untrained_run(tmp_path, "softplus", seed=0, z_dim=2)
+    run.model.decoder = nn.Sequential(nn.Linear(2, 64), nn.Softplus(), nn.Unflatten(1, (1, 8, 8)))
+    with pytest.raises(VaelabError, match="Softplus"):
+        explorer_html(run, digits)
+
+
+def test_explore_command_writes_a_page_that_opens_cleanly(cli, vae2d_run, tmp_path, page):
+    out = tmp_path / "page.html"
+    done = cli("explore", str(vae2d_run.path), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and 'class="vaelab-explorer"' in text
+    page.goto(out.as_uri())
+    assert page.evaluate("Object.keys(window.vaelabExplorers).length") == 1
+
+
+def test_explore_command_refuses_a_missing_run_in_one_line(tmp_path, capsys):
+    assert main(["explore", str(tmp_path / "nowhere"), "-o", str(tmp_path / "bad.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaelab: error:") and "nowhere" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.html").exists()
+
+
+# --- in the browser ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser test needs Playwright for Python: pip install 'playwright>=1.40' (no browser download)")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (or set VAELAB_CHROMIUM)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; the test fails afterwards if the page logged any console error or threw."""
+    context = browser.new_context(viewport={"width": 1000, "height": 1200})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    yield page
+    context.close()
+    assert errors == []
+
+
+def _open(page, tmp_path: Path, fragments: list[str]) -> list[str]:
+    path = tmp_path / "explorers.html"
+    path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>explorers</title></head>'
+                    f"<body>{''.join(fragments)}</body></html>\n")
+    page.goto(path.as_uri())
+    return page.evaluate("Object.keys(window.vaelabExplorers)")
+
+
+def _hook(page, explorer_id: str, expression: str, *args):
+    """Evaluate `expression` with e = window.vaelabExplorers[explorer_id] and a = args."""
+    return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}", [explorer_id, list(args)])
+
+
+def _move_pointer_to(page, explorer_id: str, z: list[float]) -> None:
+    x, y = _hook(page, explorer_id, "(r => { const p = e.latentToPoint(a[0]); return [r.left + p[0], r.top + p[1]]; })"
+                 "(e.mapCanvas.getBoundingClientRect())", z)
+    page.mouse.move(x, y)
+
+
+def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
+    """The decoded-image canvas as (height, width, RGBA) bytes, passed as base64 (a JS array is far slower)."""
+    width, height, rgba = _hook(page, explorer_id, """(c => {
+        const bytes = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let text = '';
+        for (let i = 0; i < bytes.length; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+        return [c.width, c.height, btoa(text)];
+    })(e.imageCanvas)""")
+    return np.frombuffer(base64.b64decode(rgba), dtype=np.uint8).reshape(height, width, 4).astype(np.int64)
+
+
+def _check_shown_image(page, explorer_id: str, run: Run) -> np.ndarray:
+    """What the page decoded at its current z equals PyTorch's decode_mean, and the canvas shows it exactly."""
+    z, values, scale = _hook(page, explorer_id, "[e.z, e.values, e.scale]")
+    expected = _decode(run, z)
+    np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+    _, h, w = run.model.image_shape
+    grey = np.kron(np.round(255 * expected).reshape(h, w), np.ones((scale, scale)))  # nearest-neighbour upscale
+    pixels = _canvas_pixels(page, explorer_id)
+    assert pixels.shape == (h * scale, w * scale, 4) and (pixels[..., 3] == 255).all()
+    for channel in range(3):
+        assert np.abs(pixels[..., channel] - grey).max() <= GREY_TOLERANCE
+    return pixels
+
+
+def test_pointer_decodes_the_latent_point_under_it_like_pytorch(page, tmp_path, vae2d_run, vae_run, digits):
+    ids = _open(page, tmp_path, [explorer_html(vae2d_run, digits), explorer_html(vae_run, digits)])
+    assert len(ids) == 2
+    for explorer_id, run in zip(ids, (vae2d_run, vae_run)):
+        before = _check_shown_image(page, explorer_id, run)  # the starting point
+        labels = digits.y_test.tolist()
+        for index in (labels.index(0), labels.index(7)):  # two test digits' codes, as seen on the map
+            target = _plane_point(run, digits, index)
+            _move_pointer_to(page, explorer_id, target)
+            z = _hook(page, explorer_id, "e.z")
+            # The pointer lands on a whole pixel: the decoded z is the target to within one pixel.
+            shown, wanted = _hook(page, explorer_id, "[e.latentToPoint(a[0]), e.latentToPoint(a[1])]", z, target)
+            assert np.hypot(shown[0] - wanted[0], shown[1] - wanted[1]) <= 1.0
+            after = _check_shown_image(page, explorer_id, run)
+            assert np.abs(after - before).max() >= 1  # moving the pointer changed the decoded canvas
+            before = after
+    shot = tmp_path / "explorer.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("VAELAB_TEST_ARTIFACTS"):
+        artifacts = Path(os.environ["VAELAB_TEST_ARTIFACTS"])
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, artifacts / "explorer.png")
+
+
+def test_pointer_finds_the_latent_point_on_a_phone_sized_screen(page, tmp_path, vae2d_run, digits):
+    page.set_viewport_size({"width": 360, "height": 800})
+    (explorer_id,) = _open(page, tmp_path, [explorer_html(vae2d_run, digits)])
+    assert _hook(page, explorer_id, "e.mapCanvas.getBoundingClientRect().right") <= 360  # the map shrank to fit
+    target = [0.5, -1.0]
+    _move_pointer_to(page, explorer_id, target)
+    z = _hook(page, explorer_id, "e.z")
+    shown, wanted = _hook(page, explorer_id, "[e.latentToPoint(a[0]), e.latentToPoint(a[1])]", z, target)
+    assert np.hypot(shown[0] - wanted[0], shown[1] - wanted[1]) <= 1.0
+    _check_shown_image(page, explorer_id, vae2d_run)
+
+
+def test_slider_sets_one_latent_coordinate(page, tmp_path, vae_run, digits):
+    (explorer_id,) = _open(page, tmp_path, [explorer_html(vae_run, digits)])
+    before_z = _hook(page, explorer_id, "e.z")
+    before = _check_shown_image(page, explorer_id, vae_run)
+    sliders = page.locator(f"#{explorer_id} .vx-sliders input")
+    assert sliders.count() == vae_run.model.z_dim
+    sliders.nth(2).focus()
+    page.keyboard.press("End")  # a real key press: the slider jumps to its maximum
+    z = _hook(page, explorer_id, "e.z")
+    assert z[2] == pytest.approx(float(sliders.nth(2).get_attribute("max")), abs=1e-3 * abs(z[2]) + 1e-9)
+    assert z[:2] + z[3:] == before_z[:2] + before_z[3:]
+    after = _check_shown_image(page, explorer_id, vae_run)
+    assert np.abs(after - before).max() >= 1
+
+
+@pytest.mark.parametrize("fields", [
+    dict(arch="conv", z_dim=3, dec_activation="elu"),
+    dict(arch="mlp", z_dim=2, dec_activation="tanh"),
+    dict(arch="mlp", z_dim=1, dec_activation="leaky_relu", model="ae"),
+], ids=["conv-elu", "mlp-tanh", "mlp-leaky-relu-ae-z1"])
+def test_every_decoder_layer_type_is_evaluated_like_pytorch(page, tmp_path, digits, fields):
+    run = _untrained_run(tmp_path, "untrained", seed=1, **fields)
+    (explorer_id,) = _open(page, tmp_path, [explorer_html(run, digits, max_points=100)])
+    zs = torch.randn(4, run.model.z_dim, generator=torch.Generator().manual_seed(2)).tolist()
+    decoded = _hook(page, explorer_id, "a[0].map(z => Array.from(e.decode(z)))", zs)
+    for z, values in zip(zs, decoded):
+        expected = _decode(run, z)
+        assert expected.std() > 0.05  # the weights make images that vary, so agreement means something
+        np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+    _check_shown_image(page, explorer_id, run)
