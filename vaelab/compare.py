@@ -22,7 +22,7 @@ METRICS = [
     ("generation", "neg_elbo_nats", "lower",
      "negative ELBO, -log p(x|z) with one z ~ q(z|x) + KL(q(z|x) || N(0, I)), beta = 1, nats per test image (VAE only)"),
     ("generation", "kl_nats", None,
-     "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate, no better direction)"),
+     "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)"),
     ("generation", "test_loss", None,
      "each model's own training objective on the test split (AE: squared error; VAE: recon + beta*kl): not comparable across models"),
     ("generation", "recon_sq_error", "lower",
@@ -204,7 +204,7 @@ def render_markdown(rows: list[dict], evals: dict[str, dict], settings: dict) ->
     lines += ["", "## What each row measures", ""]
     for row in rows:
         direction = f"{row['better']} is better" if row["better"] else "no better direction"
-        lines.append(f"- `{row['metric']}` ({direction}): {row['description']}.")
+        lines.append(f"- `{row['metric']}` ({direction}): {row['description'].rstrip('.')}")
     lines += ["", "## How it was computed", ""]
     for name in names:
         notes = evals[name].get("notes", {})

@@ -63,6 +63,8 @@ class RunConfig:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) <= 0:
                 raise VaelabError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise VaelabError(f"seed must be an integer in [0, 2**32), got {self.seed}")
         if self.kl_warmup < 0:
             raise VaelabError(f"kl_warmup must be >= 0, got {self.kl_warmup}")
         if self.binarize != "none" and self.likelihood != "bernoulli":

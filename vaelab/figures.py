@@ -18,13 +18,15 @@ from matplotlib.figure import Figure
 from vaelab import objectives, plots
 from vaelab.data import ImageData, check_matches, load_data
 from vaelab.errors import VaelabError
+from vaelab.latent import encode_means, mean_variances
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
 from vaelab.runs import Run, load_run
 
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
 # the tiles evenly in probability mass rather than in z.
 QUANTILE_RANGE = (0.05, 0.95)
-# Burda et al. (2016), section 5.2: a latent unit u is active when Var_x(E_q(u|x)[u]) exceeds 0.01.
+# Burda et al. (2016), section 5.2: a latent unit u is active when Var_x(E_q(u|x)[u]) exceeds 0.01 (the
+# threshold vaelab.latent.active_units counts with).
 ACTIVE_UNIT_THRESHOLD = 0.01
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -83,18 +85,6 @@ def _display_names(paths: list[Path]) -> list[str]:
     return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
-@torch.no_grad()
-def latent_codes(model: AutoEncoder, x: torch.Tensor, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray | None]:
-    """Posterior means mu(x) (N, Z) and log-variances (N, Z), or None for the AutoEncoder."""
-    mus, logvars = [], []
-    for start in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[start:start + batch_size])
-        mus.append(mu)
-        logvars.append(logvar)
-    mu = torch.cat(mus).double().numpy()
-    return mu, (None if logvars[0] is None else torch.cat(logvars).double().numpy())
-
-
 def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, tuple[str, str]]:
     """(N, Z) codes -> (N, 2) points and axis labels: the codes themselves when Z = 2, else PCA or t-SNE."""
     if codes.shape[1] == 2:
@@ -147,8 +137,8 @@ def interpolations(model: AutoEncoder, x_a: torch.Tensor, x_b: torch.Tensor, ste
 
 def kl_and_activity(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean KL(q(z_u|x) || N(0,1)) per dimension in nats (Z,), and Var_x(mu_u) (Z,) (Burda et al.'s activity)."""
-    kl = objectives.gaussian_kl(torch.from_numpy(mu), torch.from_numpy(logvar)).mean(0).numpy()  # (Z,)
-    return kl, mu.var(0)
+    kl = objectives.gaussian_kl(torch.from_numpy(mu).double(), torch.from_numpy(logvar).double())  # (N, Z)
+    return kl.mean(0).numpy(), mean_variances(mu)
 
 
 def read_history(run: Run) -> list[dict]:
@@ -193,7 +183,7 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
     for view in views:
         index = None if options.n is None else _balanced_indices(view, options.n, options.seed)
         x = view.x_test if index is None else view.x_test[torch.from_numpy(index)]
-        mu, _ = latent_codes(view.model, x)
+        mu, _ = encode_means(view.model, x)
         points, axis_labels = project_2d(mu, options.method, options.seed)
         how = "posterior means μ(x)" if view.model.kind == "vae" else "codes e(x)"
         if mu.shape[1] > 2:
@@ -208,7 +198,7 @@ def posterior_figure(views: list[RunView], options: FigureOptions) -> Figure:
     panels = []
     for view in views:
         index = _balanced_indices(view, options.n or 30, options.seed)
-        mu, logvar = latent_codes(view.model, view.x_test[torch.from_numpy(index)])
+        mu, logvar = encode_means(view.model, view.x_test[torch.from_numpy(index)])
         labels, names = _labels(view, index)
         panels.append(plots.PosteriorPanel(view.title, mu, np.exp(0.5 * logvar), labels, names))
     return plots.posterior_ellipses(panels)
@@ -255,7 +245,7 @@ def curves_figure(views: list[RunView], options: FigureOptions) -> Figure:
 def kl_figure(views: list[RunView], options: FigureOptions) -> Figure:
     panels = []
     for view in views:
-        mu, logvar = latent_codes(view.model, view.x_test)
+        mu, logvar = encode_means(view.model, view.x_test)
         kl, activity = kl_and_activity(mu, logvar)
         panels.append(plots.KLPanel(view.title, kl, activity > ACTIVE_UNIT_THRESHOLD))
     return plots.kl_per_dimension(panels, ACTIVE_UNIT_THRESHOLD)

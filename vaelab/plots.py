@@ -78,7 +78,8 @@ def check_output_path(path: str | Path, suffix: str) -> Path:
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
-    return Figure(figsize=(width_in, height_in), layout="constrained")
+    """A figure whose size is a whole number of pixels at DPI (Agg truncates fractions of a pixel)."""
+    return Figure(figsize=(round(width_in * DPI) / DPI, round(height_in * DPI) / DPI), layout="constrained")
 
 
 def _class_legend(fig: Figure, labels: np.ndarray | None, names: list[str] | None, title: str = "label") -> None:

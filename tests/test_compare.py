@@ -1,0 +1,63 @@
+"""comparison_rows on hand-made evaluations, and `vaelab compare` end to end on digits with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vaelab.compare import comparison_rows, parse_spec
+from vaelab.errors import VaelabError
+
+
+def _row(rows, metric):
+    return next(r for r in rows if r["metric"] == metric)
+
+
+def test_rows_mark_the_better_value_by_the_metric_direction():
+    evals = {
+        "a": {"generation": {"fd_prior": 10.0, "precision_prior": 0.5, "kl_nats": 3.0}, "latent": {"knn_accuracy": 0.7}},
+        "b": {"generation": {"fd_prior": 20.0, "precision_prior": 0.5, "kl_nats": 9.0}, "latent": {"knn_accuracy": 0.9}},
+        "c": {"generation": {"fd_prior": None, "precision_prior": 0.4, "kl_nats": None}, "latent": {"knn_accuracy": None}},
+    }
+    rows = comparison_rows(evals)
+    assert _row(rows, "fd_prior")["best"] == "a"  # lower is better; None is not a value
+    assert _row(rows, "knn_accuracy")["best"] == "b"
+    assert _row(rows, "precision_prior")["best"] is None  # a tie marks nothing
+    assert _row(rows, "kl_nats")["better"] is None and _row(rows, "kl_nats")["best"] is None
+    assert _row(rows, "nll_iwae_nats")["values"] == {"a": None, "b": None, "c": None}
+    assert all(r["description"] and r["better"] in ("higher", "lower", None) for r in rows)
+
+
+def test_model_specs():
+    assert parse_spec("beta-vae:4") == ("beta-vae-4", {"model": "vae", "beta": 4.0})
+    assert parse_spec("ae") == ("ae", {"model": "ae"})
+    with pytest.raises(VaelabError, match="model spec"):
+        parse_spec("gan")
+
+
+def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "vaelab-cache"  # shared with test_classifier
+    out = tmp_path / "cmp"
+    done = cli("compare", "--data", "digits", "--models", "ae,vae,beta-vae:4", "--epochs", "1", "--k", "10",
+               "--n-samples", "200", "--data-cache", str(cache), "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["models"] == {name: str(out / name) for name in ("ae", "vae", "beta-vae-4")}
+    assert comparison["settings"]["epochs"] == 1 and comparison["settings"]["data"] == "digits"
+    for name in ("ae", "vae", "beta-vae-4"):
+        evaluation = json.loads((out / name / "eval.json").read_text())
+        assert evaluation["epoch"] == 1 and evaluation["data"] == "digits"
+    assert json.loads((out / "beta-vae-4" / "config.json").read_text())["beta"] == 4.0
+    iwae = _row(comparison["rows"], "nll_iwae_nats")
+    assert iwae["values"]["ae"] is None and iwae["best"] in ("vae", "beta-vae-4")
+    markdown = (out / "comparison.md").read_text()
+    assert "| metric | better | ae | vae | beta-vae-4 |" in markdown and "lower is better" in markdown
+
+    # Existing run folders are taken as they are; a folder holding another configuration is refused.
+    again = cli("compare", "--data", "digits", "--models", f"{out / 'vae'},{out / 'ae'}", "--skip-iwae",
+                "--skip-samples", "--out", str(tmp_path / "again"), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again" / "comparison.json").read_text())["models"]["vae"] == str(out / "vae")
+    clash = cli("compare", "--data", "digits", "--models", "vae", "--epochs", "1", "--seed", "5", "--out", str(out))
+    assert clash.returncode == 2 and "another configuration" in clash.stderr
