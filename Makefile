@@ -25,12 +25,15 @@ demo: install
 	$(BIN)/vaelab sample $(DEMO)/vae -n 64 -o $(DEMO)/vae_samples.png
 	$(BIN)/vaelab reconstruct $(DEMO)/ae -o $(DEMO)/ae_recon.png
 	$(BIN)/vaelab reconstruct $(DEMO)/vae -o $(DEMO)/vae_recon.png
+	# Reuses the two runs above (same configuration), trains beta-VAE(4) beside them, evaluates all three.
+	$(BIN)/vaelab compare --data mnist5k --models ae,vae,beta-vae:4 --epochs 10 --out $(DEMO) --quiet
 
 test: install
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/iwae_speed.py --data mnist5k --k 1000
 
 clean:
 	rm -rf $(VENV) runs

@@ -71,3 +71,12 @@ def test_iwae_converges_to_the_exact_log_likelihood_of_probabilistic_pca():
     assert gaps[0] > 1.0  # the proposal is wrong enough for the ELBO to miss by nats
     assert gaps[0] > gaps[1] > gaps[2]
     assert abs(gaps[2]) < 0.05 and abs(gaps[3]) < 0.02
+
+
+def test_shared_target_bernoulli_likelihood_matches_the_expanded_one():
+    from vaelab.objectives import bernoulli_log_likelihood, bernoulli_log_likelihood_shared_target
+
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(7, 3, 1, 4, 4, generator=g) * 5, torch.rand(3, 1, 4, 4, generator=g)
+    expected = bernoulli_log_likelihood(logits.reshape(21, 1, 4, 4), target.expand(7, 3, 1, 4, 4).reshape(21, 1, 4, 4))
+    torch.testing.assert_close(bernoulli_log_likelihood_shared_target(logits, target), expected.view(7, 3))

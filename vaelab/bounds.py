@@ -63,8 +63,14 @@ def iwae_bound(
             eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype)  # (Kc, B, Z)
             z = mu + std * eps  # (Kc, B, Z)
             logits = model.decode(z.reshape(-1, model.z_dim))  # (Kc*B, C, H, W)
-            log_lik = model.log_likelihood(logits, tb.expand(kc, *tb.shape).reshape(logits.shape))  # (Kc*B,)
-            log_w = log_importance_weights(log_lik.view(kc, len(xb)), z, mu, logvar)  # (Kc, B)
+            log_w = log_importance_weights(_log_likelihood(model, logits, tb, kc), z, mu, logvar)  # (Kc, B)
             running = torch.logaddexp(running, torch.logsumexp(log_w.double(), dim=0))
         out.append(running - math.log(k))
     return torch.cat(out)  # (B,) float64
+
+
+def _log_likelihood(model: VAE, logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """log p(x|z) of k decoder outputs per image (k*B rows, sample-major) against each image's target.  # (k, B)"""
+    if getattr(model, "likelihood", None) == "bernoulli":  # the fast path, same formula (tests/test_bounds.py)
+        return objectives.bernoulli_log_likelihood_shared_target(logits.view(k, *target.shape), target)
+    return model.log_likelihood(logits, target.expand(k, *target.shape).reshape(logits.shape)).view(k, len(target))

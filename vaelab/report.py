@@ -86,6 +86,8 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-al
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.best { background: #e6f2e6; font-weight: 700; }
 tr.differs th { background: #fff6d5; }
+th.metric { min-width: 14em; max-width: 30em; }
+th.metric .desc { display: block; font-weight: 400; color: #555; font-size: 0.9em; }
 .note { color: #666; font-size: 0.9em; }
 code { font-size: 0.95em; }
 """
@@ -185,7 +187,7 @@ def _runs_section(views: list[RunView]) -> str:
     head = "".join(f"<th>{html.escape(v.name)}</th>" for v in views)
     rows = [
         "<tr><th>folder</th>" + "".join(f"<td><code>{html.escape(str(v.run.path))}</code></td>" for v in views) + "</tr>",
-        "<tr><th>epochs trained</th>" + "".join(f'<td class="num">{v.run.epoch}</td>' for v in views) + "</tr>",
+        "<tr><th>epochs trained</th>" + "".join(f"<td>{v.run.epoch}</td>" for v in views) + "</tr>",
     ]
     for key in configs[0]:
         values = [json.dumps(c[key]) if isinstance(c[key], list) else str(c[key]) for c in configs]
@@ -204,7 +206,7 @@ def _comparison_section(comparison: dict | None) -> str:
     if not comparison or not comparison.get("rows"):
         return (heading + '<p class="note">No evaluation yet: run <code>vaelab evaluate RUN</code> on each run '
                 "(or <code>vaelab compare</code>) and write the report again to fill this table.</p></section>")
-    rows = comparison["rows"]
+    rows = [row for row in comparison["rows"] if any(v is not None for v in row.get("values", {}).values())]
     names = list(dict.fromkeys(name for row in rows for name in row.get("values", {})))
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     lines = []
@@ -215,13 +217,14 @@ def _comparison_section(comparison: dict | None) -> str:
             f'<td class="num{" best" if n in best else ""}">{_format(row["values"].get(n))}'
             f'{" ★" if n in best else ""}</td>' for n in names
         )
-        lines.append(f"<tr><th>{html.escape(str(row.get('metric', '')))}</th>{cells}"
-                     f"<td>{html.escape(str(row.get('better') or '–'))}</td>"
-                     f"<td>{html.escape(str(row.get('description', '')))}</td></tr>")
+        lines.append(f'<tr><th class="metric">{html.escape(str(row.get("metric", "")))}'
+                     f'<span class="desc">{html.escape(str(row.get("description", "")))}</span></th>'
+                     f"<td>{html.escape(str(row.get('better') or '–'))}</td>{cells}</tr>")
     settings = comparison.get("settings")
     note = (f'<p class="note">Settings: <code>{html.escape(json.dumps(settings))}</code></p>' if settings else "")
-    return (heading + '<p class="note">★ and green: the best value of the row.</p>'
-            f'<div class="scroll"><table><thead><tr><th>metric</th>{head}<th>better</th><th>what it is</th></tr>'
+    return (heading + '<p class="note">★ and green: the best value of the row, by its fixed direction (none when '
+            "tied or when the row has none); –: not applicable or not computed. Metrics no model has are left out.</p>'
+            f'<div class="scroll"><table><thead><tr><th>metric and what it measures</th><th>better</th>{head}</tr>'
             f"</thead><tbody>{''.join(lines)}</tbody></table></div>{note}</section>")
 
 
