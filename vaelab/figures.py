@@ -21,6 +21,7 @@ from vaelab.errors import VaelabError
 from vaelab.latent import encode_means, mean_variances
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
 from vaelab.runs import Run, load_run
+from vaelab.train import training_targets
 
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
 # the tiles evenly in probability mass rather than in z.
@@ -32,7 +33,6 @@ CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
-KINDS = ("latent", "posterior", "manifold", "samples", "recon", "interp", "curves", "kl")
 METHODS = ("pca", "tsne")
 
 
@@ -63,8 +63,6 @@ class FigureOptions:
 
 def open_runs(paths: list[str | Path], data_source: str | None = None) -> list[RunView]:
     """Load each run folder and its test data (each data set once), checked to fit the model."""
-    from vaelab.train import training_targets
-
     cache: dict[str, ImageData] = {}
     views = []
     names = _display_names([Path(p) for p in paths])
@@ -98,9 +96,13 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
         return centred @ vt[:2].T, tuple(f"principal component {i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
     if method == "tsne":
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         perplexity = min(30.0, (len(codes) - 1) / 3)
-        points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
+        # One thread: scikit-learn's OpenMP Barnes-Hut t-SNE slowed 300-fold (0.1 s -> 40 s for 60 points) on
+        # a busy 2-core machine, and one thread embeds a few thousand codes in seconds.
+        with threadpool_limits(1):
+            points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
         return points, ("t-SNE axis 1", "t-SNE axis 2")
     raise VaelabError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
 
@@ -157,8 +159,7 @@ def _labels(view: RunView, index: np.ndarray | None = None) -> tuple[np.ndarray 
     if y is None:
         return None, None
     y = y.numpy() if index is None else y.numpy()[index]
-    names = CLASS_NAMES.get(view.data.name)
-    return y, names
+    return y, CLASS_NAMES.get(view.data.name)
 
 
 def _balanced_indices(view: RunView, n: int, seed: int) -> np.ndarray:
@@ -265,6 +266,7 @@ FIGURES: dict[str, Callable[[list[RunView], FigureOptions], Figure]] = {
     "curves": curves_figure,
     "kl": kl_figure,
 }
+KINDS = tuple(FIGURES)
 
 
 def why_not(kind: str, view: RunView) -> str | None:

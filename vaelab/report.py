@@ -223,7 +223,7 @@ def _comparison_section(comparison: dict | None) -> str:
     settings = comparison.get("settings")
     note = (f'<p class="note">Settings: <code>{html.escape(json.dumps(settings))}</code></p>' if settings else "")
     return (heading + '<p class="note">★ and green: the best value of the row, by its fixed direction (none when '
-            "tied or when the row has none); –: not applicable or not computed. Metrics no model has are left out.</p>'
+            "tied or when the row has none); –: not applicable or not computed. Metrics no model has are left out.</p>"
             f'<div class="scroll"><table><thead><tr><th>metric and what it measures</th><th>better</th>{head}</tr>'
             f"</thead><tbody>{''.join(lines)}</tbody></table></div>{note}</section>")
 
