@@ -19,14 +19,24 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/vaelab train --model ae --data mnist5k --epochs 10 --out $(DEMO)/ae --seed 0 --quiet
-	$(BIN)/vaelab train --model vae --data mnist5k --epochs 10 --out $(DEMO)/vae --seed 0 --quiet
+	rm -rf $(DEMO)
+	# AE, VAE and beta-VAE(4) with the lecture's network on mnist5k: same data, seed and budget, then evaluated.
+	$(BIN)/vaelab compare --data mnist5k --models ae,vae,beta-vae:4 --epochs 10 --out $(DEMO) --quiet
 	$(BIN)/vaelab sample $(DEMO)/ae -n 64 -o $(DEMO)/ae_samples.png
 	$(BIN)/vaelab sample $(DEMO)/vae -n 64 -o $(DEMO)/vae_samples.png
 	$(BIN)/vaelab reconstruct $(DEMO)/ae -o $(DEMO)/ae_recon.png
 	$(BIN)/vaelab reconstruct $(DEMO)/vae -o $(DEMO)/vae_recon.png
-	# Reuses the two runs above (same configuration), trains beta-VAE(4) beside them, evaluates all three.
-	$(BIN)/vaelab compare --data mnist5k --models ae,vae,beta-vae:4 --epochs 10 --out $(DEMO) --quiet
+	# The lecture's pictures need a 2-D latent: the same two models with z_dim = 2.
+	$(BIN)/vaelab train --model ae --z-dim 2 --data mnist5k --epochs 10 --seed 0 --out $(DEMO)/ae-2d --quiet
+	$(BIN)/vaelab train --model vae --z-dim 2 --data mnist5k --epochs 10 --seed 0 --out $(DEMO)/vae-2d --quiet
+	$(BIN)/vaelab evaluate $(DEMO)/ae-2d --quiet > /dev/null
+	$(BIN)/vaelab evaluate $(DEMO)/vae-2d --quiet > /dev/null
+	$(BIN)/vaelab plot latent $(DEMO)/ae-2d $(DEMO)/vae-2d -o $(DEMO)/latent_2d.png
+	$(BIN)/vaelab plot posterior $(DEMO)/vae-2d -o $(DEMO)/posterior.png
+	$(BIN)/vaelab plot manifold $(DEMO)/ae-2d $(DEMO)/vae-2d -o $(DEMO)/manifold.png
+	$(BIN)/vaelab plot samples $(DEMO)/ae $(DEMO)/vae -o $(DEMO)/samples.png
+	$(BIN)/vaelab report $(DEMO) $(DEMO)/ae-2d $(DEMO)/vae-2d -o $(DEMO)/report.html
+	@echo "demo done: open $(DEMO)/report.html; the comparison is in $(DEMO)/comparison.md"
 
 test: install
 	$(BIN)/python -m pytest
