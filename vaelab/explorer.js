@@ -10,9 +10,6 @@
   "use strict";
   if (window.vaelabExplorer) return; // several fragments in one page share the first copy
 
-  // matplotlib's tab10, the colours of vaelab's static latent plots.
-  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   var MAP = { left: 56, top: 12, size: 330, bottom: 46, right: 14 }; // plot box inside the map canvas (CSS px)
   var IMAGE_PX = 200; // the decoded image is shown about this wide, upscaled by a whole factor
 
@@ -185,7 +182,7 @@
       g.globalAlpha = 0.7;
       for (var i = 0; i < pts.a.length; i++) {
         var p = planeToPoint(pts.a[i], pts.b[i]);
-        g.fillStyle = labels ? PALETTE[((labels[i] % 10) + 10) % 10] : "#1f77b4";
+        g.fillStyle = labels ? data.palette[((labels[i] % 10) + 10) % 10] : data.palette[0];
         g.beginPath(); g.arc(p[0], p[1], 2.2, 0, 2 * Math.PI); g.fill();
       }
       g.globalAlpha = 1;
@@ -301,7 +298,7 @@
       el("span", "", legend, "dot colour = test label: ");
       Object.keys(seen).map(Number).sort(function (a, b) { return a - b; }).forEach(function (l) {
         var item = el("span", "", legend);
-        el("i", "", item).style.background = PALETTE[((l % 10) + 10) % 10];
+        el("i", "", item).style.background = data.palette[((l % 10) + 10) % 10];
         item.appendChild(document.createTextNode(String(l)));
       });
     }

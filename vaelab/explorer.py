@@ -22,6 +22,7 @@ from torch import nn
 
 from vaelab.data import ImageData, check_matches
 from vaelab.errors import VaelabError
+from vaelab.plots import CLASS_COLOURS
 from vaelab.runs import Run, atomic_write_bytes
 
 ENCODE_BATCH = 1000  # test images encoded at once; bounds memory on MNIST-sized test sets
@@ -169,6 +170,7 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         "decoder": export_decoder(model.decoder),
         "plane": {"mean": mean.tolist(), "basis": basis.tolist(), "axes": axes, "is_latent": z_dim == 2},
         "points": {"a": _rounded(points[:, 0]), "b": _rounded(points[:, 1]), "label": labels},
+        "palette": list(CLASS_COLOURS),  # the static figures' colour-blind-safe colours, so the two agree
         "codes_name": "posterior means mu(x)" if is_vae else "codes e(x)",
         "prior_centre": prior_centre,
         "prior_radii": list(PRIOR_RADII),
