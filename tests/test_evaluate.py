@@ -72,3 +72,13 @@ def test_evaluate_command_writes_eval_json(cli, vae_run):
 def test_evaluate_command_refuses_a_non_positive_k(cli, vae_run):
     done = cli("evaluate", str(vae_run.path), "--k", "0")
     assert done.returncode == 2 and done.stderr.strip() == "vaelab: error: --k must be a positive integer, got 0"
+
+
+def test_binarised_run_is_evaluated_on_the_inputs_it_was_trained_on(tmp_path, digits):
+    from vaelab import RunConfig, train
+
+    run = train(RunConfig(data="digits", epochs=1, hidden=[32], z_dim=4, binarize="dynamic"), tmp_path,
+                data=digits, progress=False)
+    result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
+    # The same binarised test images, encoded and scored as the training loop's test evaluation does.
+    assert result["generation"]["neg_elbo_nats"] == pytest.approx(run.history[-1]["test_loss"], rel=1e-9)

@@ -20,7 +20,7 @@ import torch
 
 from vaelab import latent, objectives, sample_quality
 from vaelab.bounds import iwae_bound
-from vaelab.data import ImageData
+from vaelab.data import ImageData, binarize
 from vaelab.models import AutoEncoder
 from vaelab.runs import Run
 
@@ -166,8 +166,12 @@ def evaluate_run(
 
     model, config = run.model, run.config
     model.eval()
-    _, target = training_targets(config, data)
-    x_test = data.x_test
+    # The encoder sees what it saw in training: binarised images when the run binarises, else grey levels.
+    # Dynamic binarisation draws fresh training inputs per batch; one fixed draw stands for them here.
+    train_inputs, target = training_targets(config, data)
+    if config.binarize == "dynamic":
+        train_inputs = binarize(data.x_train, torch.Generator().manual_seed(TEST_SEED))
+    x_test = target
     is_vae = model.kind == "vae"
     labelled = data.y_train is not None and data.y_test is not None
     seconds: dict[str, float] = {}
@@ -193,7 +197,7 @@ def evaluate_run(
             generation.update(_with_se("nll_iwae_nats", -bound))
     seconds["likelihood"] = time.perf_counter() - started
 
-    train_codes, _ = latent.encode_means(model, data.x_train)
+    train_codes, _ = latent.encode_means(model, train_inputs)
     n = min(n_samples or MAX_SAMPLES, len(x_test))
     generation["classifier_test_accuracy"] = None
     for sampler in SAMPLERS:
@@ -205,7 +209,7 @@ def evaluate_run(
         log("sample quality (training the data set's classifier if it is not cached)")
         classifier = get_classifier(data, config.data_cache, progress=progress)
         generation["classifier_test_accuracy"] = classifier.test_accuracy
-        real_features = classifier.features_and_probs(x_test[:n])[0].numpy()
+        real_features = classifier.features_and_probs(data.x_test[:n])[0].numpy()  # grey-level images
         for i, sampler in enumerate(SAMPLERS):
             images = decode_random_points(model, n, sampler, train_codes, seed=seed + i)
             generation.update(sample_metrics(classifier, real_features, images, sampler))
