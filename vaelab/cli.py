@@ -149,8 +149,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from vaelab.plots import save_image_grid
     from vaelab.runs import load_run
 
-    if args.n <= 0:
-        raise VaelabError(f"-n must be a positive integer, got {args.n}")
+    _positive("-n", args.n)
     run = load_run(args.run)
     images = sample_prior(run.model, args.n, seed=args.seed)
     save_image_grid(args.output, images, ncol=int(args.n ** 0.5 + 0.999), scale=2)
@@ -164,8 +163,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from vaelab.models import reconstruct
     from vaelab.plots import save_image_grid
 
-    if args.n <= 0:
-        raise VaelabError(f"-n must be a positive integer, got {args.n}")
+    _positive("-n", args.n)
     run, data = _run_and_data(args)
     x = data.x_test[: args.n]
     # Rows of 8 test images, each followed by the row of their reconstructions.
