@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from vaelab import objectives, plots
 from vaelab.data import ImageData, check_matches, load_data
 from vaelab.errors import VaelabError
-from vaelab.latent import encode_means, mean_variances
+from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
 from vaelab.runs import Run, load_run
 from vaelab.train import training_targets
@@ -131,10 +131,7 @@ def interpolations(model: AutoEncoder, x_a: torch.Tensor, x_b: torch.Tensor, ste
     """decode_mean((1-t) mu(x_a) + t mu(x_b)) for `steps` t in [0, 1], per pair.  # (P, S, C, H, W)"""
     mu_a, _ = model.encode(x_a)  # (P, Z)
     mu_b, _ = model.encode(x_b)
-    t = torch.linspace(0, 1, steps).view(1, steps, 1)  # (1, S, 1)
-    z = (1 - t) * mu_a[:, None] + t * mu_b[:, None]  # (P, S, Z)
-    images = model.decode_mean(z.flatten(0, 1))  # (P*S, C, H, W)
-    return images.view(len(x_a), steps, *images.shape[1:])
+    return decode_line(model, mu_a, mu_b, steps)
 
 
 def kl_and_activity(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

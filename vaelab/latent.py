@@ -85,6 +85,15 @@ def different_class_pairs(y: np.ndarray, n_pairs: int, seed: int = 0) -> np.ndar
 
 
 @torch.no_grad()
+def decode_line(model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
+    """decode_mean((1-t) z_a + t z_b) for `steps` values of t evenly spaced in [0, 1], per pair.  # (P, S, C, H, W)"""
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)  # (1, S, 1)
+    z = (1 - t) * z_a[:, None] + t * z_b[:, None]  # (P, S, Z)
+    images = model.decode_mean(z.flatten(0, 1))  # (P*S, C, H, W)
+    return images.view(len(z_a), steps, *images.shape[1:])
+
+
+@torch.no_grad()
 def interpolation_smoothness(
     model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, points: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,9 +103,7 @@ def interpolation_smoothness(
     when the image changes evenly along the line and large when it jumps; the second is 1 when the decoded path
     is itself a straight line in pixel space and grows as it detours (e.g. through blurry or foreign images).
     """
-    t = torch.linspace(0, 1, points)[:, None, None]  # (T, 1, 1)
-    z = (1 - t) * z_a[None] + t * z_b[None]  # (T, P, Z)
-    images = model.decode_mean(z.reshape(-1, z.shape[-1])).reshape(points, len(z_a), -1)  # (T, P, D)
+    images = decode_line(model, z_a, z_b, points).flatten(2).transpose(0, 1)  # (T, P, D)
     steps = (images[1:] - images[:-1]).norm(dim=-1)  # (T-1, P)
     gap = (images[-1] - images[0]).norm(dim=-1)  # (P,)
     tiny = torch.finfo(steps.dtype).tiny  # a path that never moves has ratio 0/0: report it as 1, not NaN
