@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv in the repo root.
-# torch is pinned here (a CPU wheel on this machine's disk); the package itself asks for a range, torch>=2.2.
+# torch is pinned here (a CPU wheel on this machine's disk); the package itself asks for a range, torch>=2.4.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv

@@ -30,6 +30,18 @@ def test_kl_for_standard_prior_is_the_lecture_line():
     torch.testing.assert_close(objectives.gaussian_kl(mu, logvar).sum(-1), lecture, rtol=1e-12, atol=1e-12)
 
 
+def test_kl_standard_prior_shortcut_equals_general_form_and_torch():
+    mu, logvar, _, _ = _random_gaussians(6)
+    shortcut = objectives.gaussian_kl(mu, logvar)  # float prior: the lecture's line
+    general = objectives.gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+    reference = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(torch.zeros_like(mu), torch.ones_like(mu)))
+    torch.testing.assert_close(shortcut, general, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(shortcut, reference, rtol=1e-10, atol=1e-10)
+    shifted = objectives.gaussian_kl(mu, logvar, 0.5, 0.0)  # a float prior that is not standard takes the general form
+    torch.testing.assert_close(shifted, kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.5, 1.0)),
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_kl_matches_monte_carlo():
     mu_q, logvar_q, mu_p, logvar_p = (t[:4] for t in _random_gaussians(2, shape=(4, 3)))
     g = torch.Generator().manual_seed(3)
