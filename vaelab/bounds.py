@@ -14,7 +14,7 @@ from vaelab.models import VAE
 
 # Decoder rows (samples x images) handled at once. The (ROWS, D) logits of a chunk (3 MB for 28x28 images)
 # stay in cache between the GEMM that writes them and the softplus and sum that read them: on 2 CPU cores
-# 1024 rows take K=1000 on 10k images from 59 s (16384 rows, 51 MB chunks) to 48 s (benchmarks/iwae_speed.py).
+# 1024 rows take K=1000 on 10k images from 59 s (16384 rows, 51 MB chunks) to 48 s (timed on 100, scaled).
 DEFAULT_CHUNK_ROWS = 1024
 
 
