@@ -86,5 +86,6 @@ def main() -> None:
           f"{statistics.median(ratios):.2f}x median of {len(ratios)} slices "
           f"(range {min(ratios):.2f}-{max(ratios):.2f})")
 
+
 if __name__ == "__main__":
     main()

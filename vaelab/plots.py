@@ -192,9 +192,8 @@ def manifold_grid(panels: list[ManifoldPanel], quantile_range: tuple[float, floa
         h, w = panel.images.shape[-2:]
         ax.imshow(image_grid(panel.images, ncol=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ticks = np.unique(np.linspace(0, n - 1, 5).round().astype(int))
-        # Tile t spans pixels 1 + t*(w+1) ... t*(w+1) + w (one pixel of padding before each tile).
-        ax.set_xticks(1 + ticks * (w + 1) + (w - 1) / 2, [f"{panel.values[t]:.2f}" for t in ticks])
-        ax.set_yticks(1 + ticks * (h + 1) + (h - 1) / 2, [f"{panel.values[n - 1 - t]:.2f}" for t in ticks])
+        ax.set_xticks(_tile_centres(ticks, w), [f"{panel.values[t]:.2f}" for t in ticks])
+        ax.set_yticks(_tile_centres(ticks, h), [f"{panel.values[n - 1 - t]:.2f}" for t in ticks])
         ax.set_xlabel("z₁")
         ax.set_ylabel("z₂")
         ax.set_title(panel.title, fontsize=10)
@@ -229,6 +228,11 @@ def _grid_figure(grids: list[np.ndarray], panel_width_in: float, margin_in: floa
     return fig, fig.subplots(1, len(grids), squeeze=False)[0]
 
 
+def _tile_centres(tiles: np.ndarray, side: int) -> np.ndarray:
+    """Pixel centres of tiles in an image_grid row or column: tile t spans 1 + t*(side+1) ... t*(side+1) + side."""
+    return 1 + tiles * (side + 1) + (side - 1) / 2
+
+
 def _show_grid(ax, grid: np.ndarray) -> None:
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
@@ -253,8 +257,8 @@ def reconstructions(panels: list[ReconPanel], per_row: int = 8) -> Figure:
     for ax, panel, grid in zip(axes, panels, grids):
         _show_grid(ax, grid)
         h = panel.originals.shape[-2]
-        row_starts = np.arange(0, grid.shape[0] - 1, h + 1)  # one pixel of padding above each row of tiles
-        ax.set_yticks(row_starts + 1 + (h - 1) / 2, ["test image", "reconstruction"] * (len(row_starts) // 2), fontsize=8)
+        rows = np.arange((grid.shape[0] - 1) // (h + 1))
+        ax.set_yticks(_tile_centres(rows, h), ["test image", "reconstruction"] * (len(rows) // 2), fontsize=8)
         ax.set_title(panel.title, fontsize=10)
     fig.suptitle("Test images over their reconstructions d(μ(x))")
     return fig
@@ -278,7 +282,7 @@ def interpolation_strips(panels: list[InterpPanel]) -> Figure:
         _show_grid(ax, grid)
         w = panel.starts.shape[-1]
         names = ["A"] + [f"{t:g}" if i % 2 == 0 else "" for i, t in enumerate(np.linspace(0, 1, steps))] + ["B"]
-        ax.set_xticks(1 + np.arange(steps + 2) * (w + 1) + (w - 1) / 2, names, fontsize=8)
+        ax.set_xticks(_tile_centres(np.arange(steps + 2), w), names, fontsize=8)
         ax.set_xlabel("A = test image, then t = 0 … 1 along the line, B = test image", fontsize=8)
         ax.set_title(panel.title, fontsize=10)
     fig.suptitle("Interpolation in latent space: decode((1-t)·μ(A) + t·μ(B))")
