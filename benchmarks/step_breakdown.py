@@ -1,0 +1,71 @@
+"""Where a training step of the lecture's VAE spends its time: forward, backward, Adam, and the GEMMs alone.
+
+The parts are timed by difference, in alternating rounds of 40 steps, and each is the best round (the machine's
+speed drifts, and the best round is the one least disturbed):
+
+    python benchmarks/step_breakdown.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from train_speed import matmul_ceiling_seconds
+from vaelab import RunConfig, build_model, load_data, objectives
+from vaelab.data import DEBIAN_FASHION_MNIST
+from vaelab.train import make_optimizer
+
+STAGES = ("forward", "forward + backward", "full step")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="fashion-mnist" if DEBIAN_FASHION_MNIST.is_dir() else "mnist5k")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=40, help="steps per round")
+    args = parser.parse_args()
+
+    data = load_data(args.data)
+    config = RunConfig(data=args.data, seed=0)
+    torch.manual_seed(0)
+    model = build_model(config, data.image_shape)
+    optimizer = make_optimizer(model, config.lr)
+    order = torch.randperm(len(data.x_train))
+    b = config.batch_size
+
+    def step(stage: str, x: torch.Tensor) -> None:
+        recon, kl_per_dim = model.loss_parts(x, x)
+        loss = recon.mean() + objectives.kl_with_free_bits(kl_per_dim, 0.0)
+        if stage == "forward":
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if stage == "full step":
+            optimizer.step()
+
+    best = {stage: float("inf") for stage in (*STAGES, "GEMMs alone")}
+    widths = [(784, 400), (400, 40), (20, 400), (400, 784)]
+    for r in range(args.rounds):
+        for stage in STAGES if r % 2 else STAGES[::-1]:
+            started = time.perf_counter()
+            for i in range(args.steps):
+                start = (r * args.steps + i) * b % (len(order) - b)
+                step(stage, data.x_train.index_select(0, order[start:start + b]))
+            best[stage] = min(best[stage], (time.perf_counter() - started) / args.steps)
+        best["GEMMs alone"] = min(best["GEMMs alone"], matmul_ceiling_seconds(b, widths, repeats=args.steps))
+
+    ms = {stage: 1e3 * seconds for stage, seconds in best.items()}
+    print(f"data {args.data}, batch {b}, {torch.get_num_threads()} threads; ms per step, best of {args.rounds} rounds")
+    print(f"  forward              {ms['forward']:.3f}")
+    print(f"  backward             {ms['forward + backward'] - ms['forward']:.3f}")
+    print(f"  Adam (fused)         {ms['full step'] - ms['forward + backward']:.3f}")
+    print(f"  full step            {ms['full step']:.3f}   ({b / best['full step']:.0f} images/s)")
+    print(f"  the GEMMs alone      {ms['GEMMs alone']:.3f}   ({b / best['GEMMs alone']:.0f} images/s)")
+    print(f"  everything else      {ms['full step'] - ms['GEMMs alone']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
