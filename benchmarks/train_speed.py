@@ -26,6 +26,10 @@ from vaelab.evaluate import dataset_loss
 from vaelab.train import make_optimizer, train_epoch
 
 
+# (in, out) of the lecture's four Linear layers: encoder 784 -> 400 -> 2*20, decoder 20 -> 400 -> 784.
+LECTURE_WIDTHS = [(784, 400), (400, 40), (20, 400), (400, 784)]
+
+
 class LectureVAE(nn.Module):
     """The lecture's code as written (Sigmoid output, BCE on probabilities), as the common examples have it."""
 
@@ -133,8 +137,7 @@ def main() -> None:
     theirs_opt = torch.optim.Adam(theirs.parameters(), lr=1e-3)
     loader = DataLoader(PerSampleImages(data.x_train), batch_size=args.batch_size, shuffle=True)
 
-    widths = [(784, 400), (400, 40), (20, 400), (400, 784)]
-    flops = step_flops(args.batch_size, widths)
+    flops = step_flops(args.batch_size, LECTURE_WIDTHS)
     # These machines are shared and their speed drifts by tens of percent within a minute, so each round times
     # one epoch of each loop and the ceiling back to back, in alternating order; the ratios are per round.
     print(f"{'round':>5s} {'DataLoader img/s':>17s} {'vaelab img/s':>13s} {'ceiling img/s':>14s} "
@@ -150,7 +153,7 @@ def main() -> None:
             started = time.perf_counter()
             contenders[name]()
             rates[name] = n / (time.perf_counter() - started)
-        rates["ceiling"] = args.batch_size / matmul_ceiling_seconds(args.batch_size, widths)
+        rates["ceiling"] = args.batch_size / matmul_ceiling_seconds(args.batch_size, LECTURE_WIDTHS)
         rows.append(rates)
         print(f"{epoch:5d} {rates['theirs']:17.0f} {rates['ours']:13.0f} {rates['ceiling']:14.0f} "
               f"{rates['ours'] / rates['theirs']:8.2f}x {100 * rates['ours'] / rates['ceiling']:5.0f}%")
