@@ -44,6 +44,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/step_breakdown.py
+	$(BIN)/python benchmarks/eager_floor.py
 	$(BIN)/python benchmarks/iwae_speed.py --data mnist5k --k 1000
 
 clean:
