@@ -14,17 +14,12 @@ best round of each is kept, because these machines' speed drifts within a minute
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from step_breakdown import vaelab_step
-from train_speed import LECTURE_WIDTHS, matmul_ceiling_seconds
+from step_breakdown import best_of_rounds, parse_args, vaelab_step
 from vaelab import RunConfig, build_model, load_data
-from vaelab.data import DEBIAN_FASHION_MNIST
 from vaelab.train import make_optimizer
 
 BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which vaelab's optimizer uses
@@ -87,12 +82,7 @@ class HandWrittenStep:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="fashion-mnist" if DEBIAN_FASHION_MNIST.is_dir() else "mnist5k")
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=40, help="steps per round")
-    args = parser.parse_args()
-
+    args = parse_args(__doc__)
     data = load_data(args.data)
     config = RunConfig(data=args.data, seed=0)
     models = {}
@@ -121,17 +111,7 @@ def main() -> None:
         "lean autograd": lean_step,
         "hand-written": lambda x: hand(x.flatten(1)),
     }
-    order = torch.randperm(len(data.x_train))
-    best = {name: float("inf") for name in (*steps, "GEMMs alone")}
-    for r in range(args.rounds):
-        names = list(steps)
-        for name in names[r % 3:] + names[:r % 3]:
-            started = time.perf_counter()
-            for i in range(args.steps):
-                start = (r * args.steps + i) * b % (len(order) - b)
-                steps[name](data.x_train.index_select(0, order[start:start + b]))
-            best[name] = min(best[name], (time.perf_counter() - started) / args.steps)
-        best["GEMMs alone"] = min(best["GEMMs alone"], matmul_ceiling_seconds(b, LECTURE_WIDTHS, repeats=args.steps))
+    best = best_of_rounds(steps, data.x_train, b, args.rounds, args.steps)
 
     print(f"data {args.data}, batch {b}, {torch.get_num_threads()} threads; ms per step, best of {args.rounds} rounds")
     for name, seconds in best.items():

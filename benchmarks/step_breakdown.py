@@ -1,6 +1,6 @@
 """Where a training step of the lecture's VAE spends its time: forward, backward, Adam, and the GEMMs alone.
 
-The parts are timed by difference, in alternating rounds of 40 steps, and each is the best round (the machine's
+The parts are timed by difference, in rotating rounds of 40 steps, and each is the best round (the machine's
 speed drifts, and the best round is the one least disturbed):
 
     python benchmarks/step_breakdown.py
@@ -11,7 +11,9 @@ benchmarks/eager_floor.py puts the full step beside leaner ways of writing it.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -36,30 +38,43 @@ def vaelab_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, s
         optimizer.step()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", default="fashion-mnist" if DEBIAN_FASHION_MNIST.is_dir() else "mnist5k")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=40, help="steps per round")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def best_of_rounds(
+    steps: dict[str, Callable[[torch.Tensor], None]], x_train: torch.Tensor, batch: int, rounds: int, per_round: int
+) -> dict[str, float]:
+    """Seconds per step of each step function and of the step's GEMMs alone ("GEMMs alone"), the best round of
+    each; the functions take turns in rotating order, every round on the next batches of one shuffled order."""
+    order = torch.randperm(len(x_train))
+    best = {name: float("inf") for name in (*steps, "GEMMs alone")}
+    for r in range(rounds):
+        names = list(steps)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            started = time.perf_counter()
+            for i in range(per_round):
+                start = (r * per_round + i) * batch % (len(order) - batch)
+                steps[name](x_train.index_select(0, order[start:start + batch]))
+            best[name] = min(best[name], (time.perf_counter() - started) / per_round)
+        best["GEMMs alone"] = min(best["GEMMs alone"], matmul_ceiling_seconds(batch, LECTURE_WIDTHS, per_round))
+    return best
+
+
+def main() -> None:
+    args = parse_args(__doc__)
     data = load_data(args.data)
     config = RunConfig(data=args.data, seed=0)
     torch.manual_seed(0)
     model = build_model(config, data.image_shape)
     optimizer = make_optimizer(model, config.lr)
-    order = torch.randperm(len(data.x_train))
     b = config.batch_size
-
-    best = {stage: float("inf") for stage in (*STAGES, "GEMMs alone")}
-    for r in range(args.rounds):
-        for stage in STAGES if r % 2 else STAGES[::-1]:
-            started = time.perf_counter()
-            for i in range(args.steps):
-                start = (r * args.steps + i) * b % (len(order) - b)
-                vaelab_step(model, optimizer, data.x_train.index_select(0, order[start:start + b]), stage)
-            best[stage] = min(best[stage], (time.perf_counter() - started) / args.steps)
-        best["GEMMs alone"] = min(best["GEMMs alone"], matmul_ceiling_seconds(b, LECTURE_WIDTHS, repeats=args.steps))
+    steps = {stage: functools.partial(vaelab_step, model, optimizer, stage=stage) for stage in STAGES}
+    best = best_of_rounds(steps, data.x_train, b, args.rounds, args.steps)
 
     ms = {stage: 1e3 * seconds for stage, seconds in best.items()}
     print(f"data {args.data}, batch {b}, {torch.get_num_threads()} threads; ms per step, best of {args.rounds} rounds")
