@@ -98,7 +98,7 @@ def main() -> None:
         xs, ts = x[start:start + slice_size], target[start:start + slice_size]
         took = {}
         names = list(contenders)
-        for name in names[i % 3:] + names[:i % 3]:
+        for name in names[i % len(names):] + names[:i % len(names)]:
             started = time.perf_counter()
             bounds[name].append(contenders[name](run.model, xs, ts, args.k, generator=generators[name]))
             took[name] = time.perf_counter() - started

@@ -4,7 +4,8 @@ The DataLoader loop runs twice: as pytorch/examples' VAE has it (torchvision's M
 a uint8 array turned into a PIL image and back into a float tensor, returned with its label), and over float
 tensors with no conversion, the fastest a per-sample Dataset gets. Prints images per second for all, the ratios,
 and vaelab's share of the float32 matmul ceiling: the rate at which torch runs the training step's own matrix
-products (forward and backward) on this machine with nothing else around them. With --epochs N all loops also train N epochs and report the test loss they reach.
+products (forward and backward) on this machine with nothing else around them. With --epochs N all loops also
+train N epochs and report the test loss they reach.
 
     python benchmarks/train_speed.py                 # three timed epochs each, Fashion-MNIST (or mnist5k)
     python benchmarks/train_speed.py --epochs 10     # also compare the test loss after 10 epochs
@@ -86,8 +87,10 @@ class PerSampleImages(Dataset):
         return self.images[i]
 
 
-def example_style_epoch(model, optimizer, loader) -> None:
-    """pytorch/examples' VAE train(): zero_grad, forward, the lecture's loss, backward, loss.item(), step."""
+def example_style_epoch(model, optimizer, loader) -> float:
+    """pytorch/examples' VAE train(): zero_grad, forward, the lecture's loss, backward, loss.item(), step.
+
+    Returns the mean training loss, which the examples print; its loss.item() is a read they pay every step."""
     model.train()
     train_loss = 0.0
     for batch in loader:
@@ -99,6 +102,7 @@ def example_style_epoch(model, optimizer, loader) -> None:
         loss.backward()
         train_loss += loss.item()
         optimizer.step()
+    return train_loss / len(loader.dataset)
 
 
 @torch.no_grad()
@@ -159,7 +163,8 @@ def main() -> None:
     ours = build_model(config, data.image_shape)
     ours_opt = make_optimizer(ours, config.lr)
     steps = math.ceil(n / args.batch_size)
-    datasets = {"examples": TorchvisionStyleImages(data.x_train, data.y_train), "float": PerSampleImages(data.x_train)}
+    datasets = {"examples": TorchvisionStyleImages(data.x_train, data.y_train),
+                "float": PerSampleImages(data.x_train)}
     theirs = {}
     for name, dataset in datasets.items():
         torch.manual_seed(0)
@@ -178,9 +183,9 @@ def main() -> None:
     for epoch in range(1, args.rounds + 1):
         contenders = {"ours": lambda: train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)}
         contenders.update({name: (lambda t=t: example_style_epoch(*t)) for name, t in theirs.items()})
-        order = list(contenders)
+        names = list(contenders)
         rates = {}
-        for name in order[epoch % 3:] + order[:epoch % 3]:
+        for name in names[epoch % len(names):] + names[:epoch % len(names)]:
             started = time.perf_counter()
             contenders[name]()
             rates[name] = n / (time.perf_counter() - started)
