@@ -49,6 +49,7 @@ class HandWrittenStep:
         self.grads, self.exp_avgs, self.exp_avg_sqs = ([torch.zeros_like(p) for p in self.params] for _ in range(3))
         self.steps = [torch.zeros(()) for _ in self.params]
         self.lr = lr
+        self.z_dim = linears[2].in_features  # the decoder's first layer takes z
 
     def gradients(self, x: torch.Tensor, eps: torch.Tensor) -> list[torch.Tensor]:
         w1, b1, w2, b2, w3, b3, w4, b4 = self.params
@@ -74,7 +75,7 @@ class HandWrittenStep:
         return g
 
     def __call__(self, x: torch.Tensor) -> None:
-        self.gradients(x, torch.randn(len(x), self.params[4].shape[1]))
+        self.gradients(x, torch.randn(len(x), self.z_dim))
         torch._foreach_add_(self.steps, 1)  # as torch.optim.Adam does before its fused kernel
         torch._fused_adam_(self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps, lr=self.lr,
                            beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=ADAM_EPS, amsgrad=False,

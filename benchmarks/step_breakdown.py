@@ -18,18 +18,17 @@ from collections.abc import Callable
 import torch
 
 from train_speed import LECTURE_WIDTHS, matmul_ceiling_seconds
-from vaelab import RunConfig, build_model, load_data, objectives
+from vaelab import RunConfig, build_model, load_data
 from vaelab.data import DEBIAN_FASHION_MNIST
 from vaelab.models import VAE
-from vaelab.train import make_optimizer
+from vaelab.train import batch_loss, make_optimizer
 
 STAGES = ("forward", "forward + backward", "full step")
 
 
 def vaelab_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, stage: str = "full step") -> None:
     """vaelab's training step (train.train_epoch without its bookkeeping), stopped after `stage`."""
-    recon, kl_per_dim = model.loss_parts(x, x)
-    loss = recon.mean() + objectives.kl_with_free_bits(kl_per_dim, 0.0)
+    loss, _, _ = batch_loss(model, x, beta=1.0, free_bits=0.0)
     if stage == "forward":
         return
     optimizer.zero_grad(set_to_none=True)

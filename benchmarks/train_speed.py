@@ -117,7 +117,8 @@ def example_style_test_loss(model, x_test: torch.Tensor) -> float:
 
 
 def step_flops(batch: int, widths: list[tuple[int, int]]) -> float:
-    """FLOPs of one training step's matrix products: forward, weight gradients, and input gradients except the first layer's."""
+    """FLOPs of one training step's matrix products: forward, weight gradients, and input gradients except the
+    first layer's (the images need no gradient)."""
     forward = sum(2 * batch * i * o for i, o in widths)
     input_grads = sum(2 * batch * i * o for i, o in widths[1:])
     return 2 * forward + input_grads

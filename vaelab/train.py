@@ -131,6 +131,16 @@ def train(
     return Run(out, config, model, config.epochs, history)
 
 
+def batch_loss(
+    model: AutoEncoder, x: torch.Tensor, beta: float, free_bits: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(training loss, mean recon, mean KL) of one batch, scalars per image scaled as LOSS_SCALING says:
+    loss = recon + beta * KL, the KL through free bits (objectives.kl_with_free_bits)."""
+    recon, kl_per_dim = model.loss_parts(x, x)  # (B,), (B, Z)
+    recon_mean = recon.mean()
+    return recon_mean + beta * objectives.kl_with_free_bits(kl_per_dim, free_bits), recon_mean, kl_per_dim.sum(1).mean()
+
+
 def train_epoch(
     model: AutoEncoder,
     optimizer: torch.optim.Optimizer,
@@ -154,10 +164,8 @@ def train_epoch(
         x = x_train.index_select(0, order[start:start + config.batch_size])  # (B, C, H, W)
         if config.binarize == "dynamic":
             x = binarize(x)
-        recon, kl_per_dim = model.loss_parts(x, x)  # (B,), (B, Z)
         beta = kl_weight(config, (epoch - 1) * steps_per_epoch + batch, steps_per_epoch)
-        recon_mean, kl_mean = recon.mean(), kl_per_dim.sum(1).mean()
-        loss = recon_mean + beta * objectives.kl_with_free_bits(kl_per_dim, config.free_bits)
+        loss, recon_mean, kl_mean = batch_loss(model, x, beta, config.free_bits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # One read of the three numbers per step: the check below and the running means need nothing more.
