@@ -20,7 +20,7 @@ from torch import nn
 
 from vaelab.data import ImageData
 from vaelab.errors import VaelabError
-from vaelab.runs import atomic_write_json
+from vaelab.atomic import atomic_write_json
 
 # Bump when the architecture or the training recipe changes: cached classifiers of another version are retrained.
 CLASSIFIER_VERSION = 1

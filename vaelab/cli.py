@@ -112,7 +112,7 @@ def _positive(name: str, value: int | None) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaelab.evaluate import evaluate_run
-    from vaelab.runs import atomic_write_json
+    from vaelab.atomic import atomic_write_json
 
     _positive("--k", args.k)
     _positive("--n-samples", args.n_samples)

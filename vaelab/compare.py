@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vaelab.config import RunConfig
 from vaelab.errors import VaelabError
-from vaelab.runs import atomic_write_bytes, atomic_write_json
+from vaelab.atomic import atomic_write_bytes, atomic_write_json
 
 # (section of eval.json, metric, better, what it measures). better=None: a property, not a quality.
 METRICS = [

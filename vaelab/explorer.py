@@ -23,7 +23,8 @@ from torch import nn
 from vaelab.data import ImageData, check_matches
 from vaelab.errors import VaelabError
 from vaelab.plots import CLASS_COLOURS
-from vaelab.runs import Run, atomic_write_bytes
+from vaelab.atomic import atomic_write_bytes
+from vaelab.runs import Run
 
 ENCODE_BATCH = 1000  # test images encoded at once; bounds memory on MNIST-sized test sets
 PLANE_SEED = 0  # which test points are drawn when there are more than max_points

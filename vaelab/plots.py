@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Ellipse, Patch
 
 from vaelab.errors import VaelabError
-from vaelab.runs import atomic_write_bytes
+from vaelab.atomic import atomic_write_bytes
 
 DPI = 150  # pixels per inch of every saved figure: sharp on screens, true size in print
 # Paul Tol's "muted" palette (colour-blind safe) plus black, with one marker shape per class so ten classes

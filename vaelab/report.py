@@ -17,7 +17,7 @@ from pathlib import Path
 from vaelab import plots
 from vaelab.errors import VaelabError
 from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
-from vaelab.runs import atomic_write_bytes
+from vaelab.atomic import atomic_write_bytes
 
 
 @dataclass(frozen=True)

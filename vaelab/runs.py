@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from vaelab.atomic import atomic_write_json, atomic_write_bytes
 from vaelab.config import RunConfig
 from vaelab.errors import VaelabError
 from vaelab.models import AutoEncoder, build_model
@@ -38,20 +38,6 @@ class Run:
     epoch: int  # epochs completed
     history: list[dict] = field(default_factory=list)
     optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def _sha256(path: Path) -> str:
@@ -73,11 +59,7 @@ def save_checkpoint(
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(optimizer))
     name = f"checkpoint-{epoch:04d}.safetensors"
-    tmp = run_dir / (name + ".tmp")
-    save_file(tensors, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / name)
+    atomic_write_bytes(run_dir / name, save(tensors))
     previous = _read_pointer(run_dir) if (run_dir / "checkpoint.json").exists() else None
     atomic_write_json(
         run_dir / "checkpoint.json",

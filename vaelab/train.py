@@ -20,7 +20,8 @@ from vaelab.data import ImageData, binarize, check_matches, load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
 from vaelab.models import AutoEncoder, build_model
-from vaelab.runs import Run, atomic_write_bytes, atomic_write_json, load_run, restore_optimizer, save_checkpoint
+from vaelab.atomic import atomic_write_bytes, atomic_write_json
+from vaelab.runs import Run, load_run, restore_optimizer, save_checkpoint
 
 # Written into every metrics line so a number is never read without its units.
 LOSS_SCALING = (
