@@ -6,7 +6,6 @@ N test images, C channels, H height, W width, Z latent dimensions, P pairs, S in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ from vaelab.data import ImageData, check_matches, load_data
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
-from vaelab.runs import Run, load_run
+from vaelab.runs import Run, load_run, read_history
 from vaelab.train import training_targets
 
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
@@ -138,17 +137,6 @@ def kl_and_activity(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.
     """Mean KL(q(z_u|x) || N(0,1)) per dimension in nats (Z,), and Var_x(mu_u) (Z,) (Burda et al.'s activity)."""
     kl = objectives.gaussian_kl(torch.from_numpy(mu).double(), torch.from_numpy(logvar).double())  # (N, Z)
     return kl.mean(0).numpy(), mean_variances(mu)
-
-
-def read_history(run: Run) -> list[dict]:
-    """The per-epoch rows of the run's metrics.jsonl (the committed history if that file is missing)."""
-    path = run.path / "metrics.jsonl"
-    if not path.is_file():
-        return run.history
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise VaelabError(f"{path}: unreadable ({exc})") from None
 
 
 def _labels(view: RunView, index: np.ndarray | None = None) -> tuple[np.ndarray | None, list[str] | None]:

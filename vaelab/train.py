@@ -6,7 +6,6 @@ its last checkpoint replays exactly the batches, binarisations and noise the uni
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -20,8 +19,7 @@ from vaelab.data import ImageData, binarize, check_matches, load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
 from vaelab.models import AutoEncoder, build_model
-from vaelab.atomic import atomic_write_bytes, atomic_write_json
-from vaelab.runs import Run, load_run, restore_optimizer, save_checkpoint
+from vaelab.runs import Run, RunFolder, restore_optimizer
 
 # Written into every metrics line so a number is never read without its units.
 LOSS_SCALING = (
@@ -75,6 +73,18 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
+class NonFiniteLoss(VaelabError):
+    """The loss became NaN or infinite; the message names the epoch and batch."""
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per epoch, as Keras and Lightning print: train and test loss, the test loss's parts, seconds."""
+    return (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.2f}  test loss {row['test_loss']:.2f} "
+        f"(recon {row['test_recon']:.2f} + kl {row['test_kl']:.2f})  {row['seconds']:.1f} s"
+    )
+
+
 def train(
     config: RunConfig,
     out: str | Path,
@@ -82,54 +92,57 @@ def train(
     data: ImageData | None = None,
     progress: bool = True,
 ) -> Run:
-    """Train (or, with resume=True, continue) the configured model, checkpointing into `out` after each epoch."""
+    """Train (or, with resume=True, continue) the configured model, checkpointing into `out` after each epoch.
+
+    `out` is held locked for the whole call; see vaelab.runs.RunFolder for what a failure leaves behind.
+    """
     config.validate()
     out = Path(out)
-    if data is None:
-        data = load_data(config.data, config.download, config.data_cache)
-    torch.manual_seed(config.seed)
-    model = build_model(config, data.image_shape)
-    optimizer = make_optimizer(model, config.lr)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume:
-        run = load_run(out, expect_kind=config.model)
-        check_matches(data, run.model.image_shape, f"the checkpoint in {out}")
-        _check_same_network(run.config, config, out)
-        model.load_state_dict(run.model.state_dict())
-        restore_optimizer(optimizer, run.optimizer_state)
-        start_epoch, history = run.epoch, run.history
-        if start_epoch >= config.epochs:
-            raise VaelabError(f"{out}: already trained for {start_epoch} epochs; raise --epochs to continue")
-    elif (out / "checkpoint.json").exists():
-        raise VaelabError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
-    # Rebuild metrics.jsonl from the committed history: lines an interrupted epoch wrote are dropped.
-    atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history).encode())
-
-    x_train, x_test = training_targets(config, data)
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        started = time.perf_counter()
-        train_means = train_epoch(model, optimizer, config, x_train, epoch, steps_per_epoch, out, progress)
-        seconds = time.perf_counter() - started
-        test_means = dataset_loss(model, x_test, x_test, beta=config.beta, seed=TEST_SEED)
-        row = {
-            "epoch": epoch,
-            **{f"train_{k}": v for k, v in train_means.items()},
-            **{f"test_{k}": v for k, v in test_means.items()},
-            "beta": kl_weight(config, epoch * steps_per_epoch, steps_per_epoch),
-            "seconds": round(seconds, 3),
-            "images_per_second": round(len(x_train) / seconds, 1),
-            "scaling": LOSS_SCALING,
-        }
-        history.append(row)
-        save_checkpoint(out, model, optimizer, epoch, history)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+    with RunFolder(out, resume) as folder:
+        if data is None:
+            data = load_data(config.data, config.download, config.data_cache)
+        torch.manual_seed(config.seed)
+        model = build_model(config, data.image_shape)
+        optimizer = make_optimizer(model, config.lr)
+        history = _resume(folder, config, data, model, optimizer) if resume else []
+        x_train, x_test = training_targets(config, data)
+        steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            started = time.perf_counter()
+            try:
+                train_means = train_epoch(model, optimizer, config, x_train, epoch, steps_per_epoch, progress)
+            except NonFiniteLoss as exc:
+                raise VaelabError(f"{exc}; {folder.state_sentence()} (try a lower --lr or --clip-grad)") from None
+            seconds = time.perf_counter() - started
+            test_means = dataset_loss(model, x_test, x_test, beta=config.beta, seed=TEST_SEED)
+            history.append({
+                "epoch": epoch,
+                **{f"train_{k}": v for k, v in train_means.items()},
+                **{f"test_{k}": v for k, v in test_means.items()},
+                "beta": kl_weight(config, epoch * steps_per_epoch, steps_per_epoch),
+                "seconds": round(seconds, 3),
+                "images_per_second": round(len(x_train) / seconds, 1),
+                "scaling": LOSS_SCALING,
+            })
+            folder.save_checkpoint(model, optimizer, config, history)
+            if progress:
+                print(epoch_line(history[-1], config.epochs), flush=True)
     model.eval()
-    return Run(out, config, model, config.epochs, history)
+    return Run(out, config, model, config.epochs, history, checkpoint_file=folder.current_file)
+
+
+def _resume(
+    folder: RunFolder, config: RunConfig, data: ImageData, model: AutoEncoder, optimizer: torch.optim.Optimizer
+) -> list[dict]:
+    """Load the folder's checkpoint into `model` and `optimizer`, after checking it fits; returns its history."""
+    run = folder.load(expect_kind=config.model)
+    check_matches(data, run.model.image_shape, f"the checkpoint in {folder.path}")
+    _check_same_network(run.config, config, folder.path)
+    model.load_state_dict(run.model.state_dict())
+    restore_optimizer(optimizer, run.optimizer_state)
+    if run.epoch >= config.epochs:
+        raise VaelabError(f"{folder.path}: already trained for {run.epoch} epochs; raise --epochs to continue")
+    return list(run.history)
 
 
 def batch_loss(
@@ -149,7 +162,6 @@ def train_epoch(
     x_train: torch.Tensor,
     epoch: int,
     steps_per_epoch: int,
-    out: Path | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """One pass over the shuffled training set; returns the image-weighted means of loss, recon and kl."""
@@ -174,10 +186,7 @@ def train_epoch(
             value, recon_value, kl_value = torch.stack((loss, recon_mean, kl_mean)).tolist()
         if not math.isfinite(value):
             bar.close()
-            raise VaelabError(
-                f"non-finite loss ({value}) at epoch {epoch}, batch {batch + 1}; training stopped, "
-                f"the last good checkpoint in {out} is intact (try a lower --lr or --clip-grad)"
-            )
+            raise NonFiniteLoss(f"non-finite loss ({value}) at epoch {epoch}, batch {batch + 1}; training stopped")
         if config.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
         optimizer.step()
