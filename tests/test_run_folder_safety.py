@@ -294,3 +294,14 @@ def test_a_new_run_on_a_read_only_file_system_says_so(tmp_path):
         assert list(mount.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    from vaelab.atomic import atomic_write_bytes
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "out.txt", b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644

@@ -37,6 +37,7 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     except OSError as exc:
         raise VaelabError(f"{path}: cannot write ({exc.strerror})") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file should read as any other would
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
@@ -52,6 +53,12 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
 
 def atomic_write_json(path: str | Path, value) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _remove(tmp: str) -> None:
