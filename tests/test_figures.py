@@ -6,8 +6,8 @@ import torch
 from scipy.stats import norm
 from sklearn.decomposition import PCA
 
-from test_plots import png_size
-from vaelab import cli, figures, objectives, plots
+from test_plots import MAGIC, png_size
+from vaelab import RunConfig, cli, figures, objectives, plots, train
 from vaelab.evaluate import dataset_loss
 from vaelab.figures import FigureOptions, RunView, make_figure
 
@@ -123,4 +123,119 @@ def test_missing_run_folder_output_folder_and_bad_method_are_refused(vae_run, tm
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["plot", "latent", str(vae_run.path), "--method", "umap", "-o", str(tmp_path / "x.png")]) == 2
     assert "pca, tsne" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def ae2d_run(tmp_path_factory, digits):
+    """An AutoEncoder with a 2-D latent trained 5 epochs on digits: its codes are not near N(0, I)."""
+    config = RunConfig(data="digits", epochs=5, hidden=[64], batch_size=64, seed=0, model="ae", z_dim=2)
+    return train(config, tmp_path_factory.mktemp("ae_z2"), data=digits, progress=False)
+
+
+def test_autoencoder_manifold_spans_the_5_to_95_percent_range_of_its_own_codes(ae2d_run, digits):
+    n = 4
+    fig = make_figure("manifold", [view_of(ae2d_run, digits)], FigureOptions(n=n))
+    ax = fig.axes[0]
+    codes, _ = figures.encode_means(ae2d_run.model, digits.x_test)
+    low, high = np.quantile(codes, 0.05, axis=0), np.quantile(codes, 0.95, axis=0)
+    z1, z2 = np.linspace(low[0], high[0], n), np.linspace(low[1], high[1], n)
+    drawn = ax.get_images()[0].get_array()
+    h, w = digits.image_shape[1:]
+    for row, col in [(0, 0), (0, n - 1), (n - 1, 0), (n - 1, n - 1), (1, 2)]:
+        z = torch.tensor([[z1[col], z2[n - 1 - row]]], dtype=torch.float32)  # z2 grows upwards
+        with torch.no_grad():
+            expected = ae2d_run.model.decode_mean(z)[0, 0].numpy()
+        tile = drawn[1 + row * (h + 1):1 + row * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w]
+        assert np.asarray(tile) == pytest.approx(expected, abs=1e-5), (row, col)
+    assert [t.get_text() for t in ax.get_xticklabels()][::n - 1] == [f"{z1[0]:.2f}", f"{z1[-1]:.2f}"]
+    assert "of its codes" in ax.get_xlabel() and "of its codes" in ax.get_ylabel()
+    assert "no prior: grid over the 5%…95% range of its test codes" in " ".join(ax.get_title().split())
+
+
+def test_vae_manifold_keeps_the_prior_quantile_grid_beside_an_autoencoder(ae2d_run, vae2d_run, digits):
+    fig = make_figure("manifold", [view_of(ae2d_run, digits), view_of(vae2d_run, digits)], FigureOptions(n=5))
+    vae_ticks = [float(t.get_text()) for t in fig.axes[1].get_xticklabels()]
+    assert [vae_ticks[0], vae_ticks[-1]] == pytest.approx(norm.ppf([0.05, 0.95]), abs=0.006)  # ticks print 2 digits
+    assert "prior's 5%…95% quantiles" in fig.axes[1].get_title() and fig.axes[1].get_xlabel() == "z₁"
+
+
+def test_reconstruct_command_draws_the_plot_recon_figure_of_the_run(vae_run, tmp_path):
+    assert cli.main(["reconstruct", str(vae_run.path), "-n", "16", "-o", str(tmp_path / "a.png")]) == 0
+    assert cli.main(["plot", "recon", str(vae_run.path), "-n", "16", "-o", str(tmp_path / "b.png")]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_recon_figure_shows_test_images_of_different_classes_under_a_title_with_row_labels(vae_run, digits):
+    fig = make_figure("recon", [view_of(vae_run, digits)], FigureOptions(n=8))
+    drawn = np.asarray(fig.axes[0].get_images()[0].get_array())
+    h, w = digits.image_shape[1:]
+    tiles = [drawn[1:1 + h, 1 + c * (w + 1):1 + c * (w + 1) + w] for c in range(8)]  # the first row: inputs
+    flat = digits.x_test[:, 0].flatten(1).numpy()  # (N, H*W)
+    shown = [int(np.abs(flat - tile.reshape(1, -1)).sum(1).argmin()) for tile in tiles]
+    assert len(set(digits.y_test[shown].tolist())) == 8
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["test image", "reconstruction"]
+    assert fig.texts[0].get_text() == "Test images over their reconstructions d(μ(x))"
+
+
+@pytest.mark.parametrize("suffix", sorted(MAGIC))
+@pytest.mark.parametrize("command", ["plot", "sample", "reconstruct"])
+def test_plot_sample_and_reconstruct_write_the_format_their_suffix_names(command, suffix, vae2d_run, tmp_path):
+    out = tmp_path / f"picture{suffix}"
+    args = {"plot": ["plot", "manifold", str(vae2d_run.path), "-n", "3"],
+            "sample": ["sample", str(vae2d_run.path), "-n", "4"],
+            "reconstruct": ["reconstruct", str(vae2d_run.path), "-n", "4"]}[command]
+    assert cli.main([*args, "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(MAGIC[suffix])
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_sample_draws_8x8_digits_as_tiles_of_48_pixels(vae_run, tmp_path):
+    out = tmp_path / "s.png"
+    assert cli.main(["sample", str(vae_run.path), "-n", "4", "-o", str(out)]) == 0
+    assert png_size(out.read_bytes()) == (6 * (2 * 9 + 1), 6 * (2 * 9 + 1))  # 2x2 tiles of 8 px, 1 px padding
+
+
+@pytest.mark.parametrize("command", ["plot", "sample", "reconstruct"])
+def test_an_unknown_picture_suffix_is_one_error_line_and_no_file(command, vae_run, tmp_path, capsys):
+    out = tmp_path / "picture.gif"
+    args = {"plot": ["plot", "latent", str(vae_run.path)], "sample": ["sample", str(vae_run.path)],
+            "reconstruct": ["reconstruct", str(vae_run.path)]}[command]
+    assert cli.main([*args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"vaelab: error: {out}: the output file must end in .png, .pdf, .svg, .jpg or .jpeg\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+OUT_OF_RANGE = [  # the run fixture, what a user types (RUN: its folder), what the error line says
+    ("vae2d_run", ["plot", "manifold", "RUN", "-n", "100000"], "-n 100000 is too large for manifold: at most 50 tiles per grid side"),
+    ("vae_run", ["sample", "RUN", "-n", "100000000"], "-n 100000000 is too large for samples: at most 10000 samples"),
+    ("vae_run", ["plot", "latent", "RUN", "--method", "tsne", "-n", "1"], "t-SNE needs at least 2 test images"),
+    ("vae_run", ["sample", "RUN", "--seed", str(2 ** 70)], "--seed must be an integer from 0 to 2**32 - 1"),
+    ("vae_run", ["sample", "RUN", "--seed", "-1"], "--seed must be an integer from 0 to 2**32 - 1"),
+    ("vae_run", ["plot", "samples", "RUN", "--seed", str(2 ** 32)], "--seed must be an integer from 0 to 2**32 - 1"),
+    ("vae_run", ["plot", "latent", "RUN", "--seed", "-1"], "--seed must be an integer from 0 to 2**32 - 1"),
+]
+
+
+@pytest.mark.parametrize("fixture, args, message", OUT_OF_RANGE, ids=[" ".join(c[1])[:40] for c in OUT_OF_RANGE])
+def test_out_of_range_sizes_and_seeds_end_in_one_error_line_and_no_file(fixture, args, message, cli, request,
+                                                                        tmp_path):
+    run = request.getfixturevalue(fixture)
+    out = tmp_path / "picture.png"
+    result = cli(*[str(run.path) if a == "RUN" else a for a in args], "-o", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("vaelab: error: ") and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", sorted(figures.N_LIMITS))
+def test_each_capped_figure_takes_its_largest_n_and_refuses_one_more_before_loading_anything(kind, tmp_path, capsys):
+    limit, what = figures.N_LIMITS[kind]
+    figures.check_request(kind, FigureOptions(n=limit))
+    missing_run = str(tmp_path / "no-run")  # refused before the run is opened
+    args = ["reconstruct", missing_run] if kind == "recon" else ["plot", kind, missing_run]
+    assert cli.main([*args, "-n", str(limit + 1), "-o", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == f"vaelab: error: -n {limit + 1} is too large for {kind}: at most {limit} {what}\n"
     assert list(tmp_path.iterdir()) == []

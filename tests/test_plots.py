@@ -2,6 +2,7 @@
 
 import struct
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -87,12 +88,104 @@ def test_training_curves_plot_train_and_test_of_every_epoch():
     assert list(lines["test"].get_ydata()) == pytest.approx([h["test_kl"] for h in history])
 
 
-def test_save_figure_refuses_a_missing_folder_or_a_wrong_suffix_and_writes_nothing(tmp_path):
+MAGIC = {  # a file's first bytes by format (PNG spec, JPEG SOI marker, PDF header, SVG's XML declaration)
+    ".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff", ".pdf": b"%PDF-", ".svg": b"<?xml",
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(MAGIC))
+def test_figures_and_image_grids_are_written_in_the_format_their_suffix_names(suffix, tmp_path):
+    plots.save_figure(plots.latent_scatter([scatter_panel()], "t"), tmp_path / f"figure{suffix.upper()}")
+    plots.save_image_grid(tmp_path / f"grid{suffix}", torch.rand(4, 1, 8, 8), ncol=2)
+    for name in (f"figure{suffix.upper()}", f"grid{suffix}"):
+        payload = (tmp_path / name).read_bytes()
+        assert payload.startswith(MAGIC[suffix]), name
+        assert suffix != ".svg" or b"<svg" in payload
+    assert len(list(tmp_path.iterdir())) == 2  # no temporary file left behind
+
+
+def test_save_figure_refuses_a_missing_folder_or_an_unknown_suffix_and_writes_nothing(tmp_path):
     fig = plots.latent_scatter([scatter_panel()], "t")
     with pytest.raises(VaelabError, match="does not exist"):
         plots.save_figure(fig, tmp_path / "missing" / "x.png")
-    with pytest.raises(VaelabError, match=r"\.png"):
-        plots.save_figure(fig, tmp_path / "x.jpg")
+    for name in ("x.gif", "x.html", "x"):
+        with pytest.raises(VaelabError, match=r"must end in \.png, \.pdf, \.svg, \.jpg or \.jpeg$"):
+            plots.save_figure(fig, tmp_path / name)
+        with pytest.raises(VaelabError, match=r"must end in \.png"):
+            plots.save_image_grid(tmp_path / name, torch.rand(1, 1, 8, 8), ncol=1)
     assert list(tmp_path.iterdir()) == []
     plots.save_figure(fig, tmp_path / "x.png")
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+@pytest.mark.parametrize("side, scale", [(8, 6), (28, 2), (32, 2), (48, 1), (64, 1)])
+def test_image_grid_files_upscale_tiles_by_a_whole_factor_to_at_least_48_pixels(side, scale, tmp_path):
+    assert plots.tile_scale(side, side) == scale
+    plots.save_image_grid(tmp_path / "g.png", torch.rand(4, 1, side, side), ncol=2)
+    grid_px = 2 * (side + 1) + 1
+    assert png_size((tmp_path / "g.png").read_bytes()) == (grid_px * scale, grid_px * scale)
+    assert side * scale >= plots.MIN_TILE_PX
+
+
+def test_image_grid_files_repeat_each_pixel_into_a_square_nearest_neighbour(tmp_path):
+    images = torch.zeros(1, 1, 8, 8)
+    images[0, 0, 2, 5] = 1.0  # one white pixel on black
+    plots.save_image_grid(tmp_path / "g.png", images, ncol=1)
+    drawn = matplotlib.image.imread(tmp_path / "g.png")[..., 0]  # (60, 60) grey levels in [0, 1]
+    scale = plots.tile_scale(8, 8)
+    top, left = (1 + 2) * scale, (1 + 5) * scale  # image_grid pads one white pixel before the tile
+    assert (drawn[top:top + scale, left:left + scale] == 1.0).all()
+    assert drawn[scale:9 * scale, scale:9 * scale].sum() == scale * scale
+
+
+# A title as long as the latent figure's, and panel titles like a run's (a folder, or a whole path).
+LONG_TITLE = "Where the encoder puts the test images, coloured by their label"
+PANEL_TITLES = ["ae-2d: AE, 2-D latent\ncodes e(x) of 360 test images",
+                "/tmp/a-rather-long/path/to/runs/of/the/lecture/vae-2d: VAE, 2-D latent"]
+
+
+def _figure_of(kind: str, k: int):
+    """Figure `kind` with k panels of small random arrays."""
+    rng = np.random.default_rng(0)
+    titles = [PANEL_TITLES[i % 2] for i in range(k)]
+    x = torch.rand(8, 1, 8, 8)
+    history = [{"epoch": e, **{f"{s}_{p}": 1.0 / e for s in ("train", "test") for p in ("loss", "recon", "kl")}}
+               for e in (1, 2)]
+    makers = {
+        "latent": lambda: plots.latent_scatter([plots.ScatterPanel(t, rng.normal(size=(50, 2)), np.arange(50) % 10,
+                                                                   ("z1", "z2")) for t in titles], LONG_TITLE),
+        "posterior": lambda: plots.posterior_ellipses([plots.PosteriorPanel(t, rng.normal(size=(5, 2)),
+                                                                            np.full((5, 2), 0.2), None)
+                                                       for t in titles]),
+        "manifold": lambda: plots.manifold_grid([plots.ManifoldPanel(t, torch.rand(9, 1, 8, 8), np.arange(3.0),
+                                                                     np.arange(3.0)) for t in titles], LONG_TITLE),
+        "samples": lambda: plots.image_panels([plots.ImagePanel(t, x) for t in titles], LONG_TITLE, ncol=4),
+        "recon": lambda: plots.reconstructions([plots.ReconPanel(t, x, x) for t in titles]),
+        "interp": lambda: plots.interpolation_strips([plots.InterpPanel(t, x[:2], torch.rand(2, 5, 1, 8, 8), x[2:4])
+                                                      for t in titles]),
+        "curves": lambda: plots.training_curves([plots.CurvesPanel(t, "vae", history) for t in titles]),
+        "kl": lambda: plots.kl_per_dimension([plots.KLPanel(t, np.ones(4), np.ones(4, bool)) for t in titles], 0.01),
+    }
+    return makers[kind]()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("kind", ["latent", "posterior", "manifold", "samples", "recon", "interp", "curves", "kl"])
+def test_one_title_per_figure_and_no_title_runs_past_the_figure_edge(kind, k):
+    fig = _figure_of(kind, k)
+    fig.canvas.draw()  # lays the figure out as saving does
+    renderer = fig.canvas.get_renderer()
+    assert len(fig.texts) == 1  # the figure's title, once, not once per row
+    titles = fig.texts + [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 1 + (3 * k if kind == "curves" else k)  # every panel's title is checked
+    for text in titles:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y0 >= 0 and box.y1 <= fig.bbox.y1, text.get_text()
+
+
+@pytest.mark.parametrize("k, rows", [(1, [1]), (2, [2]), (3, [3]), (4, [4]), (5, [4, 1]), (8, [4, 4])])
+def test_runs_sit_side_by_side_in_rows_of_up_to_four(k, rows):
+    fig = plots.latent_scatter([scatter_panel(n=20, seed=i) for i in range(k)], "t")
+    starts = [ax.get_subplotspec().rowspan.start for ax in fig.axes]
+    assert starts == sorted(starts)  # reading order: panel i+1 right of or below panel i
+    assert [starts.count(r) for r in sorted(set(starts))] == rows

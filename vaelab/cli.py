@@ -145,31 +145,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from vaelab.figures import check_n, check_seed
     from vaelab.models import sample_prior
-    from vaelab.plots import save_image_grid
+    from vaelab.plots import image_output_path, save_image_grid
     from vaelab.runs import load_run
 
-    _positive("-n", args.n)
+    check_n("samples", args.n)
+    check_seed(args.seed)
+    out = image_output_path(args.output)
     run = load_run(args.run)
     images = sample_prior(run.model, args.n, seed=args.seed)
-    save_image_grid(args.output, images, ncol=int(args.n ** 0.5 + 0.999), scale=2)
-    print(f"{args.n} prior samples -> {args.output}")
+    save_image_grid(out, images, ncol=int(args.n ** 0.5 + 0.999))
+    print(f"{args.n} prior samples -> {out}")
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
+    """The `plot recon` figure of one run: test images drawn across the classes over their reconstructions."""
+    from vaelab.figures import FigureOptions, check_request, make_figure, open_runs
+    from vaelab.plots import image_output_path, save_figure
 
-    from vaelab.models import reconstruct
-    from vaelab.plots import save_image_grid
-
-    _positive("-n", args.n)
-    run, data = _run_and_data(args)
-    x = data.x_test[: args.n]
-    # Rows of 8 test images, each followed by the row of their reconstructions.
-    rows = [torch.cat([x[i:i + 8], reconstruct(run.model, x[i:i + 8])]) for i in range(0, len(x), 8)]
-    save_image_grid(args.output, torch.cat(rows), ncol=min(8, len(x)), scale=2)
-    print(f"{len(x)} test images over their reconstructions -> {args.output}")
+    options = FigureOptions(n=args.n)
+    check_request("recon", options)
+    out = image_output_path(args.output)
+    save_figure(make_figure("recon", open_runs([args.run], args.data), options), out)
+    print(f"test images of {args.run} over their reconstructions -> {out}")
     return 0
 
 
@@ -184,11 +184,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from vaelab.figures import FigureOptions, check_request, make_figure, open_runs
-    from vaelab.plots import check_output_path, save_figure
+    from vaelab.plots import image_output_path, save_figure
 
     options = FigureOptions(args.method, args.n, args.seed)
     check_request(args.kind, options)
-    out = check_output_path(args.output, ".png")
+    out = image_output_path(args.output)
     save_figure(make_figure(args.kind, open_runs(args.runs, args.data), options), out)
     print(f"{args.kind} figure of {', '.join(args.runs)} -> {out}")
     return 0

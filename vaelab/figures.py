@@ -25,6 +25,9 @@ from vaelab.train import training_targets
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
 # the tiles evenly in probability mass rather than in z.
 QUANTILE_RANGE = (0.05, 0.95)
+# An AutoEncoder has no prior, and its codes may lie far from N(0, I)'s ±1.64: its grid spans this range of
+# its own test codes on each axis (evenly in z), so its panel shows the region its codes fill.
+CODE_RANGE = QUANTILE_RANGE
 # Burda et al. (2016), section 5.2: a latent unit u is active when Var_x(E_q(u|x)[u]) exceeds 0.01 (the
 # threshold vaelab.latent.active_units counts with).
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -33,6 +36,16 @@ CLASS_NAMES = {
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 METHODS = ("pca", "tsne")
+TSNE_MIN_IMAGES = 2  # t-SNE's perplexity must be positive: (N - 1) / 3 > 0
+SEED_LIMIT = 2 ** 32  # seeds are NumPy's, PyTorch's and scikit-learn's random_state, which takes [0, 2**32)
+# Largest -n per figure kind (also for vaelab sample and reconstruct) and what it counts: beyond these a figure
+# is unreadable, takes minutes, or exceeds Agg's 2**16-pixel side. Other kinds show at most the test split.
+N_LIMITS = {
+    "manifold": (50, "tiles per grid side"),
+    "samples": (10_000, "samples"),
+    "recon": (512, "test images"),
+    "interp": (100, "pairs"),
+}
 
 
 @dataclass
@@ -111,18 +124,36 @@ def prior_quantiles(n: int, low: float = QUANTILE_RANGE[0], high: float = QUANTI
     return torch.special.ndtri(torch.linspace(low, high, n, dtype=torch.float64)).float()
 
 
-def manifold_points(values: torch.Tensor) -> torch.Tensor:
-    """The grid's 2-D points in reading order: row r holds z₂ = values[-1 - r] (z₂ grows upwards, as on a plot),
-    column c holds z₁ = values[c].  # (n*n, 2)"""
-    z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # (n, n) each
+def manifold_points(z1_values: torch.Tensor, z2_values: torch.Tensor) -> torch.Tensor:
+    """The grid's 2-D points in reading order: row r holds z₂ = z2_values[-1 - r] (z₂ grows upwards, as on a
+    plot), column c holds z₁ = z1_values[c].  # (n*n, 2)"""
+    z2, z1 = torch.meshgrid(z2_values.flip(0), z1_values, indexing="ij")  # (n, n) each
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
 
 
-@torch.no_grad()
-def manifold_images(model: AutoEncoder, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The quantile values (n,) and decode_mean at manifold_points (n*n, C, H, W), for a 2-D latent."""
-    values = prior_quantiles(n)
-    return values, model.decode_mean(manifold_points(values))
+def code_range_values(codes: np.ndarray, n: int, low: float = CODE_RANGE[0], high: float = CODE_RANGE[1]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per axis of (N, 2) codes, n values evenly spaced from the codes' `low` to their `high` quantile.  # (n,) x 2"""
+    ends = np.quantile(codes, [low, high], axis=0)  # (2, 2): rows low/high, columns z₁/z₂
+    return tuple(torch.linspace(float(ends[0, a]), float(ends[1, a]), n) for a in range(2))
+
+
+def manifold_panel(view: RunView, n: int) -> plots.ManifoldPanel:
+    """The run's n x n grid decoded: a VAE at its prior's quantiles, an AutoEncoder (no prior) over the
+    CODE_RANGE of its own test codes."""
+    if view.model.kind == "vae":
+        low, high = QUANTILE_RANGE
+        values = (prior_quantiles(n), prior_quantiles(n))
+        how, axis_labels = f"z at the prior's {100 * low:g}%…{100 * high:g}% quantiles", ("z₁", "z₂")
+    else:
+        low, high = CODE_RANGE
+        values = code_range_values(encode_means(view.model, view.x_test)[0], n)
+        span = f"{100 * low:g}%…{100 * high:g}%"
+        how = f"no prior: grid over the {span} range of its test codes"
+        axis_labels = (f"z₁ ({span} of its codes)", f"z₂ ({span} of its codes)")
+    with torch.no_grad():
+        images = view.model.decode_mean(manifold_points(*values))
+    return plots.ManifoldPanel(f"{view.title}\n{how}", images, values[0].numpy(), values[1].numpy(), axis_labels)
 
 
 @torch.no_grad()
@@ -170,6 +201,8 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
         index = None if options.n is None else _balanced_indices(view, options.n, options.seed)
         x = view.x_test if index is None else view.x_test[torch.from_numpy(index)]
         mu, _ = encode_means(view.model, x)
+        if mu.shape[1] > 2 and options.method == "tsne" and len(mu) < TSNE_MIN_IMAGES:
+            raise VaelabError(f"t-SNE needs at least {TSNE_MIN_IMAGES} test images, got {len(mu)}: raise -n")
         points, axis_labels = project_2d(mu, options.method, options.seed)
         how = "posterior means μ(x)" if view.model.kind == "vae" else "codes e(x)"
         if mu.shape[1] > 2:
@@ -191,12 +224,9 @@ def posterior_figure(views: list[RunView], options: FigureOptions) -> Figure:
 
 
 def manifold_figure(views: list[RunView], options: FigureOptions) -> Figure:
-    panels = []
-    for view in views:
-        values, images = manifold_images(view.model, options.n or 15)
-        note = "" if view.model.kind == "vae" else "\n(the AE has no prior: same grid, for contrast)"
-        panels.append(plots.ManifoldPanel(view.title + note, images, values.numpy()))
-    return plots.manifold_grid(panels, QUANTILE_RANGE)
+    n = options.n or 15
+    panels = [manifold_panel(view, n) for view in views]
+    return plots.manifold_grid(panels, f"The 2-D latent decoded on a {n}×{n} grid (z₂ grows upwards)")
 
 
 def samples_figure(views: list[RunView], options: FigureOptions) -> Figure:
@@ -225,7 +255,8 @@ def interp_figure(views: list[RunView], options: FigureOptions, steps: int = 9) 
 
 
 def curves_figure(views: list[RunView], options: FigureOptions) -> Figure:
-    return plots.training_curves([plots.CurvesPanel(view.title, view.model.kind, read_history(view.run)) for view in views])
+    panels = [plots.CurvesPanel(view.title, view.model.kind, read_history(view.run)) for view in views]
+    return plots.training_curves(panels)
 
 
 def kl_figure(views: list[RunView], options: FigureOptions) -> Figure:
@@ -278,10 +309,27 @@ def make_figure(kind: str, views: list[RunView], options: FigureOptions | None =
 
 
 def check_request(kind: str, options: FigureOptions) -> None:
-    """Refuse an unknown figure kind, projection method or a non-positive -n (before any run is loaded)."""
+    """Refuse an unknown figure kind, projection method, seed or -n out of range (before any run is loaded)."""
     if kind not in FIGURES:
         raise VaelabError(f"unknown figure {kind!r}: choose one of {', '.join(KINDS)}")
     if options.method not in METHODS:
         raise VaelabError(f"--method must be one of {', '.join(METHODS)}; got {options.method!r}")
-    if options.n is not None and options.n <= 0:
-        raise VaelabError(f"-n must be a positive integer, got {options.n}")
+    check_n(kind, options.n)
+    check_seed(options.seed)
+
+
+def check_n(kind: str, n: int | None) -> None:
+    """Refuse a -n that is not positive, or above N_LIMITS for figure `kind` (None: the figure's default)."""
+    if n is None:
+        return
+    if n <= 0:
+        raise VaelabError(f"-n must be a positive integer, got {n}")
+    limit, what = N_LIMITS.get(kind, (None, ""))
+    if limit is not None and n > limit:
+        raise VaelabError(f"-n {n} is too large for {kind}: at most {limit} {what}")
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed outside [0, SEED_LIMIT), which the random generators behind the figures cannot take."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise VaelabError(f"--seed must be an integer from 0 to 2**32 - 1 = {SEED_LIMIT - 1}, got {seed}")

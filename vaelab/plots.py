@@ -1,9 +1,10 @@
-"""Pictures: arrays in, matplotlib Figures (or PNG bytes and files) out. Nothing here trains or loads a model.
+"""Pictures: arrays in, matplotlib Figures (or PNG, JPEG, PDF and SVG files) out. Nothing here trains or loads a model.
 
-Figures are built with the object-oriented API (matplotlib.figure.Figure, drawn by Agg on save), never
-pyplot, so nothing opens a window or touches global figure state. Every figure has a fixed size in inches
-and is saved at DPI with no tight cropping, so a PNG's pixel size is known in advance: size_in_inches * DPI.
-Panels are dataclasses of arrays; several panels (one per run) are drawn side by side.
+Figures are built with the object-oriented API (matplotlib.figure.Figure on an Agg canvas), never pyplot, so
+nothing opens a window or touches global figure state. Every figure has a fixed size in inches and is saved at
+DPI with no tight cropping, so a raster's pixel size is known in advance: size_in_inches * DPI. Panels are
+dataclasses of arrays; several panels (one per run) are drawn side by side, in rows of up to PANELS_PER_ROW,
+under one title.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Ellipse, Patch
+from matplotlib.text import Text
 
 from vaelab.errors import VaelabError
 from vaelab.atomic import atomic_write_bytes
@@ -30,6 +33,12 @@ CLASS_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933",
 CLASS_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 TRAIN_TEST_COLOURS = {"train": "#0077BB", "test": "#EE7733"}  # Tol's "vibrant" blue and orange
 ACTIVE_COLOURS = {True: "#0077BB", False: "#BBBBBB"}
+# Even, so runs compared in pairs (ae-2d beside vae-2d) never straddle two rows; four fill a landscape page.
+PANELS_PER_ROW = 4
+MIN_TILE_PX = 48  # the smallest image tile vaelab sample writes: 8x8 digits are drawn 6x, 28x28 MNIST 2x
+TITLE_ROOM = 0.94  # share of its figure or column a title's line may fill, leaving a margin at each edge
+# Output suffix -> matplotlib's format name (JPEG through Pillow, which matplotlib requires).
+IMAGE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
@@ -45,41 +54,119 @@ def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
-def save_image_grid(path: str | Path, images: torch.Tensor, ncol: int, scale: int = 1) -> None:
-    """Write an image grid as PNG (grey-level colormap for one channel), atomically; `scale` repeats pixels."""
-    grid = image_grid(images, ncol)
-    if scale > 1:
-        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    atomic_write_bytes(check_output_path(path, ".png"), buffer.getvalue())
+def tile_scale(height_px: int, width_px: int, min_tile_px: int = MIN_TILE_PX) -> int:
+    """The smallest whole factor k with k * min(height, width) >= min_tile_px: nearest-neighbour upscaling by an
+    integer keeps every pixel a sharp square, and 8x8 digits become 48x48 tiles one can read."""
+    return max(1, -(-min_tile_px // min(height_px, width_px)))
 
 
-def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes at DPI, uncropped: (width, height) = fig.get_size_inches() * DPI pixels."""
+def save_image_grid(path: str | Path, images: torch.Tensor, ncol: int) -> None:
+    """Write an image grid (grey-level colormap for one channel), each pixel repeated tile_scale times, atomically,
+    in the format its suffix names (IMAGE_FORMATS)."""
+    path = image_output_path(path)
+    scale = tile_scale(*images.shape[-2:])
+    grid = image_grid(images, ncol).repeat(scale, axis=0).repeat(scale, axis=1)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    matplotlib.image.imsave(buffer, grid, cmap="gray", vmin=0.0, vmax=1.0, format=IMAGE_FORMATS[path.suffix.lower()])
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def figure_bytes(fig: Figure, image_format: str = "png") -> bytes:
+    """The figure as a file of that format (png, jpeg, pdf, svg) at DPI, uncropped: a raster is
+    fig.get_size_inches() * DPI pixels."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=image_format, dpi=DPI, facecolor="white")
     return buffer.getvalue()
 
 
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (see figure_bytes)."""
+    return figure_bytes(fig, "png")
+
+
 def save_figure(fig: Figure, path: str | Path) -> None:
-    """Write the figure as a PNG file, atomically (no half-written file if anything fails)."""
-    atomic_write_bytes(check_output_path(path, ".png"), figure_png(fig))
+    """Write the figure in the format its suffix names (IMAGE_FORMATS), atomically (nothing half-written)."""
+    path = image_output_path(path)
+    atomic_write_bytes(path, figure_bytes(fig, IMAGE_FORMATS[path.suffix.lower()]))
 
 
-def check_output_path(path: str | Path, suffix: str) -> Path:
-    """The output path, refused (VaelabError) when its folder is missing or its name does not end in `suffix`."""
+def image_output_path(path: str | Path) -> Path:
+    """The output path of a picture, refused (VaelabError) unless its folder exists and its suffix is in
+    IMAGE_FORMATS."""
+    return check_output_path(path, *IMAGE_FORMATS)
+
+
+def check_output_path(path: str | Path, *suffixes: str) -> Path:
+    """The output path, refused (VaelabError) when its folder is missing or its name ends in none of `suffixes`."""
     path = Path(path)
     if not path.parent.is_dir():
         raise VaelabError(f"{path}: the folder {path.parent} does not exist")
-    if path.suffix.lower() != suffix:
-        raise VaelabError(f"{path}: the output file must end in {suffix}")
+    if path.suffix.lower() not in suffixes:
+        names = ", ".join(suffixes[:-1]) + (" or " if len(suffixes) > 1 else "") + suffixes[-1]
+        raise VaelabError(f"{path}: the output file must end in {names}")
     return path
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
-    """A figure whose size is a whole number of pixels at DPI (Agg truncates fractions of a pixel)."""
-    return Figure(figsize=(round(width_in * DPI) / DPI, round(height_in * DPI) / DPI), layout="constrained")
+    """A figure whose size is a whole number of pixels at DPI (Agg truncates fractions of a pixel), on an Agg
+    canvas so that text can be measured before it is saved."""
+    fig = Figure(figsize=(round(width_in * DPI) / DPI, round(height_in * DPI) / DPI), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _panels_figure(n: int, panel_in: tuple[float, float], extra_in: tuple[float, float] = (0.0, 0.0)):
+    """A figure of n panels of panel_in (width, height) inches, in rows of at most PANELS_PER_ROW, plus extra_in
+    inches (width for a legend, height for the title); and its n axes in reading order."""
+    rows, cols = -(-n // PANELS_PER_ROW), min(n, PANELS_PER_ROW)
+    fig = _figure(panel_in[0] * cols + extra_in[0], panel_in[1] * rows + extra_in[1])
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, list(axes[:n])
+
+
+def _titled(fig: Figure, title: str, **text_props) -> Figure:
+    """Give the figure its one title, then wrap it and every panel title at spaces so that each fits, centred
+    where it stands, inside the figure: Agg crops text that runs past the figure's edge, and constrained layout
+    makes room for a title's height but never its width."""
+    suptitle = fig.suptitle(title, **text_props)
+    # Lay out once to learn where each panel sits; titles' widths never move panels, so wrapping keeps them there.
+    fig.get_layout_engine().execute(fig)
+    renderer = fig.canvas.get_renderer()
+    width_px = fig.bbox.width
+    texts = [(suptitle, width_px / 2)] + [(ax.title, ax.bbox.x0 + ax.bbox.width / 2) for ax in fig.axes]
+    for text, centre_px in texts:
+        room_px = 2 * min(centre_px, width_px - centre_px)
+        text.set_text(_wrapped(text, TITLE_ROOM * room_px, renderer))
+    return fig
+
+
+def _wrapped(text: Text, room_px: float, renderer) -> str:
+    """The text's string with line breaks so that no line is wider than room_px as drawn: at spaces, and inside
+    a word (a long run path) only where the word alone is too wide."""
+    props = text.get_fontproperties()
+
+    def fits(line: str) -> bool:
+        return renderer.get_text_width_height_descent(line, props, ismath=False)[0] <= room_px
+
+    lines = []
+    for paragraph in text.get_text().split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if fits(candidate):
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while len(word) > 1 and not fits(word):
+                cut = max([k for k in range(1, len(word)) if fits(word[:k])], default=1)
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _class_legend(fig: Figure, labels: np.ndarray | None, names: list[str] | None, title: str = "label") -> None:
@@ -111,8 +198,7 @@ class ScatterPanel:
 
 def latent_scatter(panels: list[ScatterPanel], title: str) -> Figure:
     """One scatter of 2-D latent points per panel, coloured and shaped by class, with one shared legend."""
-    fig = _figure(3.9 * len(panels) + 1.3, 4.3)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    fig, axes = _panels_figure(len(panels), (3.9, 3.9), extra_in=(1.3, 0.4))
     for ax, panel in zip(axes, panels):
         if panel.labels is None:
             ax.scatter(*panel.points.T, s=8, color="#332288", alpha=0.6, linewidths=0)
@@ -125,8 +211,7 @@ def latent_scatter(panels: list[ScatterPanel], title: str) -> Figure:
         ax.set_ylabel(panel.axis_labels[1])
         ax.grid(alpha=0.3)
     _class_legend(fig, panels[0].labels, panels[0].class_names)
-    fig.suptitle(title)
-    return fig
+    return _titled(fig, title)
 
 
 # ----- "each image is a distribution" -----
@@ -142,8 +227,7 @@ class PosteriorPanel:
 
 def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
     """1-sigma ellipses of q(z|x) = N(mu, diag sigma²) over the prior N(0, I)'s density and 1, 2, 3-sigma circles."""
-    fig = _figure(4.6 * len(panels) + 1.3, 4.9)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    fig, axes = _panels_figure(len(panels), (4.6, 4.3), extra_in=(1.3, 0.6))
     for ax, panel in zip(axes, panels):
         reach = max(3.5, float(np.max(np.abs(panel.mu) + panel.sigma)) * 1.05)
         grid = np.linspace(-reach, reach, 201)
@@ -169,9 +253,8 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         ax.set_ylabel("z₂")
         ax.set_title(f"{panel.title}\n{len(panel.mu)} test images", fontsize=10)
     _class_legend(fig, panels[0].labels, panels[0].class_names)
-    fig.suptitle("Each test image x is a distribution q(z|x)\n"
-                 "ellipses: μ(x) ± σ(x) · grey: the prior N(0, I), circles at 1, 2, 3σ", fontsize=11)
-    return fig
+    return _titled(fig, "Each test image x is a distribution q(z|x)\n"
+                   "ellipses: μ(x) ± σ(x) · grey: the prior N(0, I), circles at 1, 2, 3σ", fontsize=11)
 
 
 # ----- image figures -----
@@ -180,27 +263,25 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
 class ManifoldPanel:
     title: str
     images: torch.Tensor  # (n*n, C, H, W) in reading order, see vaelab.figures.manifold_points
-    values: np.ndarray  # (n,) the grid's z values on each axis, increasing
+    z1_values: np.ndarray  # (n,) the grid's z₁ values, increasing left to right
+    z2_values: np.ndarray  # (n,) the grid's z₂ values, increasing bottom to top
+    axis_labels: tuple[str, str] = ("z₁", "z₂")
 
 
-def manifold_grid(panels: list[ManifoldPanel], quantile_range: tuple[float, float]) -> Figure:
+def manifold_grid(panels: list[ManifoldPanel], title: str) -> Figure:
     """Decoded grids (Kingma & Welling 2014, fig. 4), ticks at the tiles' z values, z₂ growing upwards."""
-    fig = _figure(4.8 * len(panels), 5.3)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    fig, axes = _panels_figure(len(panels), (4.8, 4.8), extra_in=(0.0, 0.5))
     for ax, panel in zip(axes, panels):
-        n = len(panel.values)
+        n = len(panel.z1_values)
         h, w = panel.images.shape[-2:]
         ax.imshow(image_grid(panel.images, ncol=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ticks = np.unique(np.linspace(0, n - 1, 5).round().astype(int))
-        ax.set_xticks(_tile_centres(ticks, w), [f"{panel.values[t]:.2f}" for t in ticks])
-        ax.set_yticks(_tile_centres(ticks, h), [f"{panel.values[n - 1 - t]:.2f}" for t in ticks])
-        ax.set_xlabel("z₁")
-        ax.set_ylabel("z₂")
+        ax.set_xticks(_tile_centres(ticks, w), [f"{panel.z1_values[t]:.2f}" for t in ticks])
+        ax.set_yticks(_tile_centres(ticks, h), [f"{panel.z2_values[n - 1 - t]:.2f}" for t in ticks])
+        ax.set_xlabel(panel.axis_labels[0])
+        ax.set_ylabel(panel.axis_labels[1])
         ax.set_title(panel.title, fontsize=10)
-    low, high = quantile_range
-    fig.suptitle(f"The 2-D latent decoded on a {n}×{n} grid: z at the prior's quantiles "
-                 f"{100 * low:g}%…{100 * high:g}% on each axis")
-    return fig
+    return _titled(fig, title)
 
 
 @dataclass
@@ -216,16 +297,15 @@ def image_panels(panels: list[ImagePanel], title: str, ncol: int) -> Figure:
     for ax, panel, grid in zip(axes, panels, grids):
         _show_grid(ax, grid)
         ax.set_title(panel.title, fontsize=10)
-    fig.suptitle(title)
-    return fig
+    return _titled(fig, title)
 
 
 def _grid_figure(grids: list[np.ndarray], panel_width_in: float, margin_in: float = 0.0, extra_height_in: float = 0.0):
-    """A figure whose height fits image grids of this aspect ratio, and one axes per grid."""
+    """A figure of one panel per image grid, each as high as its grids' aspect ratio needs when the image takes
+    the panel's width less margin_in, plus 0.6 inch for the panel's title and extra_height_in (labels)."""
     height_px, width_px = grids[0].shape[:2]
-    height_in = 1.0 + extra_height_in + (panel_width_in - margin_in) * height_px / width_px
-    fig = _figure(panel_width_in * len(grids), height_in)
-    return fig, fig.subplots(1, len(grids), squeeze=False)[0]
+    panel_height_in = 0.6 + extra_height_in + (panel_width_in - margin_in) * height_px / width_px
+    return _panels_figure(len(grids), (panel_width_in, panel_height_in), extra_in=(0.0, 0.4))
 
 
 def _tile_centres(tiles: np.ndarray, side: int) -> np.ndarray:
@@ -260,8 +340,7 @@ def reconstructions(panels: list[ReconPanel], per_row: int = 8) -> Figure:
         rows = np.arange((grid.shape[0] - 1) // (h + 1))
         ax.set_yticks(_tile_centres(rows, h), ["test image", "reconstruction"] * (len(rows) // 2), fontsize=8)
         ax.set_title(panel.title, fontsize=10)
-    fig.suptitle("Test images over their reconstructions d(μ(x))")
-    return fig
+    return _titled(fig, "Test images over their reconstructions d(μ(x))")
 
 
 @dataclass
@@ -285,8 +364,7 @@ def interpolation_strips(panels: list[InterpPanel]) -> Figure:
         ax.set_xticks(_tile_centres(np.arange(steps + 2), w), names, fontsize=8)
         ax.set_xlabel("A = test image, then t = 0 … 1 along the line, B = test image", fontsize=8)
         ax.set_title(panel.title, fontsize=10)
-    fig.suptitle("Interpolation in latent space: decode((1-t)·μ(A) + t·μ(B))")
-    return fig
+    return _titled(fig, "Interpolation in latent space: decode((1-t)·μ(A) + t·μ(B))")
 
 
 # ----- numbers -----
@@ -320,8 +398,7 @@ def training_curves(panels: list[CurvesPanel]) -> Figure:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("Training curves (loss = reconstruction + β·KL, averaged over images)")
-    return fig
+    return _titled(fig, "Training curves (loss = reconstruction + β·KL, averaged over images)")
 
 
 @dataclass
@@ -333,8 +410,8 @@ class KLPanel:
 
 def kl_per_dimension(panels: list[KLPanel], threshold: float) -> Figure:
     """Bars of the mean KL per latent dimension, active units in colour, collapsed ones grey and hatched."""
-    fig = _figure(max(5.0, 0.25 * max(len(p.kl_nats) for p in panels) + 2.0) * len(panels), 4.0)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    panel_width_in = max(5.0, 0.25 * max(len(p.kl_nats) for p in panels) + 2.0)
+    fig, axes = _panels_figure(len(panels), (panel_width_in, 3.2), extra_in=(0.0, 0.8))
     for ax, panel in zip(axes, panels):
         dims = np.arange(1, len(panel.kl_nats) + 1)
         colours = [ACTIVE_COLOURS[bool(a)] for a in panel.active]
@@ -351,5 +428,4 @@ def kl_per_dimension(panels: list[KLPanel], threshold: float) -> Figure:
               Patch(facecolor=ACTIVE_COLOURS[False], edgecolor="0.3", hatch="///", label="inactive (collapsed)")]
     fig.legend(handles=legend, loc="outside lower center", ncols=2, frameon=False,
                title=f"active: variance of μ_u(x) over test images > {threshold:g}\n(Burda et al. 2016)")
-    fig.suptitle("KL per latent dimension on the test set")
-    return fig
+    return _titled(fig, "KL per latent dimension on the test set")

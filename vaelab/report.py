@@ -45,7 +45,9 @@ SECTIONS = (
             "Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid whose coordinates are quantiles of "
             "the prior (from 5% to 95% on each axis), so each tile covers the same prior probability. A VAE's grid "
             "changes smoothly from one class to the next and every tile looks like a digit. The AutoEncoder has no "
-            "prior; its panel uses the same grid for contrast, and shows what lies in a region its codes may not fill."),
+            "prior, and its codes may lie far from N(0, I): its grid spans the 5% to 95% range of its own test codes "
+            "on each axis (see its axis labels), so its panel shows the region its codes fill, where the gaps between "
+            "classes may decode to images that are no digit."),
     Section("samples", "Samples from the prior",
             "Images decoded from z drawn from N(0, I). This is how a VAE generates: its samples look like blurry "
             "but recognisable digits. The AutoEncoder was never trained to make N(0, I) meaningful, so its "
@@ -241,9 +243,8 @@ def _format(value) -> str:
 
 
 def _figure_section(section: Section, views: list[RunView]) -> str:
-    """The section's figure, runs side by side in twos (one row per run for the curves), and its caption."""
-    groups = [views] if section.kind == "curves" else [views[i:i + 2] for i in range(0, len(views), 2)]
-    images = "".join(_image(make_figure(section.kind, group, FigureOptions()), section.heading, group) for group in groups)
+    """The section's one figure of every run (vaelab.plots puts up to four side by side in a row), and its caption."""
+    images = _image(make_figure(section.kind, views, FigureOptions()), section.heading, views)
     return (f'<section id="{section.kind}"><h2>{html.escape(section.heading)}</h2><figure>{images}'
             f"<figcaption>{html.escape(section.caption)} <span class=\"note\">(Also "
             f"<code>vaelab plot {section.kind} RUN...</code>.)</span></figcaption></figure></section>")
