@@ -7,16 +7,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# The pin again, so that no requirement of the package or its extras can swap the torch installed above.
+	$(BIN)/python -m pip install -q -e '.[test]' $(TORCH)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Chromium, its font and Debian's Fashion-MNIST for the tests: installed as root, else the command is named.
+system-deps:
+	.ci/system-deps
 
 demo: install
 	rm -rf $(DEMO)
@@ -38,8 +43,12 @@ demo: install
 	$(BIN)/vaelab report $(DEMO) $(DEMO)/ae-2d $(DEMO)/vae-2d -o $(DEMO)/report.html
 	@echo "demo done: open $(DEMO)/report.html; the comparison is in $(DEMO)/comparison.md"
 
-test: install
+test: system-deps install
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python benchmarks/train_speed.py

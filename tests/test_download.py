@@ -23,6 +23,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_for_localhost(monkeypatch):
+    """The tests' servers are on 127.0.0.1: a proxy set in the environment (urllib honours http_proxy) must not
+    carry the requests away from them."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1")
+
+
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """A mirror folder served on 127.0.0.1 for the duration of one test; VAELAB_MIRROR points at it."""
@@ -110,12 +118,13 @@ def test_an_http_error_is_one_clear_error_and_nothing_is_kept(trust_mirror, tmp_
 
 
 def test_an_unreachable_server_is_one_clear_error_and_nothing_is_kept(tmp_path, monkeypatch):
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+    # A port bound but not listening refuses connections, and stays ours while bound: no other process can start
+    # listening there between choosing the port and the download (as it could on a port that was merely free).
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{port}")
-    with pytest.raises(VaelabError, match="cannot download http://127.0.0.1.*refused"):
-        download.fetch("mnist", tmp_path / "cache" / "mnist")
+        monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{s.getsockname()[1]}")
+        with pytest.raises(VaelabError, match="cannot download http://127.0.0.1.*refused"):
+            download.fetch("mnist", tmp_path / "cache" / "mnist")
     assert _files(tmp_path / "cache") == []
 
 

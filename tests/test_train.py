@@ -1,7 +1,7 @@
 """The training loop: it learns, it is reproducible, it survives SIGKILL, and it stops cleanly on NaN."""
 
 import json
-import os
+import math
 import signal
 import subprocess
 import sys
@@ -66,29 +66,66 @@ def _weights(run_dir):
     return {k: v for k, v in load_file(str(run_dir / pointer["file"])).items()}
 
 
-def test_run_killed_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
-    # mnist5k with batch 16: 250 steps per epoch, long enough to be killed inside epoch 2 reliably.
-    flags = ["--data", "mnist5k", "--epochs", "2", "--batch-size", "16", "--hidden", "64", "--seed", "1"]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*flags, "--out", str(killed)), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    pointer_path = killed / "checkpoint.json"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if pointer_path.exists() and (pointer := json.loads(pointer_path.read_text()))["epoch"] == 1:
-            break
-        time.sleep(0.002)
-    # Epoch 2 costs about what epoch 1 did: killing 40% of the way in lands inside it, whatever the machine's speed.
-    time.sleep(0.4 * pointer["history"][0]["seconds"])
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+# `vaelab train` in a process that holds still before its optimizer step number HOLD_AT (argv[1]): it creates the
+# file argv[2] and waits there to be killed. An end of its stdin (the test itself died) ends it instead.
+HOLD_AT_STEP = """
+import os, sys
+from pathlib import Path
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from vaelab.cli import main
+
+hold_at, held = int(sys.argv[1]), Path(sys.argv[2])
+steps = 0
+
+def hold(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == hold_at:
+        held.touch()
+        sys.stdin.read()
+        os._exit(3)
+
+register_optimizer_step_pre_hook(hold)
+sys.exit(main(["train", "--quiet", *sys.argv[3:]]))
+"""
+DEADLINE_SECONDS = 300  # for a few seconds of work: generous on a loaded machine, and the loop exits when it is done
+
+
+def _wait_until(done) -> None:
+    """Poll `done()` until it holds or DEADLINE_SECONDS pass (the caller then asserts what it needs)."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_run_killed_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights(tmp_path, digits):
+    flags = ["--data", "digits", "--epochs", "2", "--batch-size", "16", "--hidden", "64", "--seed", "1"]
+    steps_per_epoch = math.ceil(len(digits.x_train) / 16)
+    # Killed half-way through epoch 2, whatever the machine's speed: epoch 1 is committed on disk, and the weights
+    # and Adam moments of the steps since then exist only in the killed process.
+    hold_at = steps_per_epoch + steps_per_epoch // 2
+    killed, held, log = tmp_path / "killed", tmp_path / "held", tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        argv = [sys.executable, "-c", HOLD_AT_STEP, str(hold_at), str(held), *flags, "--out", str(killed)]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        _wait_until(lambda: held.exists() or proc.poll() is not None)
+        assert held.exists(), f"training never reached step {hold_at} (exit {proc.poll()}): {log.read_text()}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=DEADLINE_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert json.loads((killed / "checkpoint.json").read_text())["epoch"] == 1, "the kill did not land in epoch 2"
+    assert json.loads((killed / "checkpoint.json").read_text())["epoch"] == 1
     assert len((killed / "metrics.jsonl").read_text().splitlines()) == 1
 
-    resumed = subprocess.run(_cli(*flags, "--out", str(killed), "--resume"), capture_output=True, text=True)
+    resumed = subprocess.run(_cli(*flags, "--out", str(killed), "--resume"), capture_output=True, text=True,
+                             timeout=DEADLINE_SECONDS)
     assert resumed.returncode == 0, resumed.stderr
     whole = tmp_path / "whole"
-    subprocess.run(_cli(*flags, "--out", str(whole)), check=True, capture_output=True)
+    subprocess.run(_cli(*flags, "--out", str(whole)), check=True, capture_output=True, timeout=DEADLINE_SECONDS)
     a, b = _weights(killed), _weights(whole)
     assert a.keys() == b.keys()
     for name in a:
