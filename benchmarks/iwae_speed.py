@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from vaelab import RunConfig, load_data, load_run, train
 from vaelab.bounds import iwae_bound, log_importance_weights
-from vaelab.train import training_targets
+from vaelab.data import training_targets
 
 
 @torch.no_grad()

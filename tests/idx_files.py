@@ -8,13 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
+# IDX type codes of the dtypes the tests write (LeCun's format description).
+IDX_TYPE_CODES = {">u1": 0x08, ">i4": 0x0C}
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """LeCun's IDX layout of a uint8 array: 0, 0, type 0x08, ndim, the sizes as big-endian uint32, the bytes."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    return struct.pack(f">BBBB{array.ndim}I", 0, 0, 0x08, array.ndim, *array.shape) + array.tobytes()
+def idx_bytes(array: np.ndarray, dtype: str = ">u1") -> bytes:
+    """LeCun's IDX layout: 0, 0, the type code, ndim, the sizes as big-endian uint32, the big-endian items."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return idx_header(IDX_TYPE_CODES[dtype], array.shape) + array.tobytes()
+
+
+def idx_header(type_code: int, shape: tuple[int, ...]) -> bytes:
+    """An IDX header alone, for forged headers whose sizes need not match any data."""
+    return struct.pack(f">BBBB{len(shape)}I", 0, 0, type_code, len(shape), *shape)
 
 
 def write_idx_set(directory: Path, n_train: int = 64, n_test: int = 32, size: int = 28, gz: bool = True,

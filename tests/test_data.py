@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
+import io
 import os
 import struct
 import sys
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from idx_files import idx_bytes, write_idx_set
+from idx_files import idx_bytes, idx_header, write_idx_set
 from vaelab import data as data_module
 from vaelab.config import RunConfig
-from vaelab.data import ImageData, binarize, load_data, read_idx
+from vaelab.data import MAX_CLASSES, TEST_SEED, ImageData, binarize, load_data, read_idx, training_targets
 from vaelab.errors import VaelabError
-from vaelab.train import TEST_SEED, train, training_targets
+from vaelab.train import train
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _rows(x: torch.Tensor) -> list[bytes]:
@@ -61,6 +66,13 @@ def test_digits_are_sklearns_8x8_scaled_by_16_and_split_80_20_stratified(digits)
     assert (len(digits.x_train), len(digits.x_test)) == (1437, 360)
     _assert_stratified_split(digits, (bunch.images / 16.0).reshape(-1, 1, 8, 8), bunch.target, 0.2)
     assert torch.equal(load_data("digits").x_test, digits.x_test)
+
+
+@pytest.mark.parametrize("name", ["mnist5k", "digits"])
+def test_the_first_images_of_each_stored_split_are_a_fair_sample_of_classes(name, digits):
+    data = digits if name == "digits" else load_data(name)
+    for labels in (data.y_train, data.y_test):
+        assert len(labels[:32].unique()) >= 5, labels[:32].tolist()  # sorted by source index, mnist5k gave 1 class
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzipped", "plain"])
@@ -125,8 +137,11 @@ HEADER_LEN = 16  # magic (4 bytes) and three uint32 sizes
         (GOOD_IMAGES + b"\x00", "holds 3137 bytes"),
         (GOOD_IMAGES[:4] + struct.pack(">III", 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF) + GOOD_IMAGES[HEADER_LEN:],
          "header says"),
+        (idx_header(0x08, (1,) * 255) + b"\x00", "255 dimensions"),  # numpy holds at most 64
+        (idx_header(0x08, (0, 0xFFFFFFFF, 0xFFFFFFFF)), "no items"),  # 0 bytes of data, as claimed
     ],
-    ids=["not-idx", "unknown-type", "short-header", "one-byte-short", "one-byte-long", "header-claims-2^96-items"],
+    ids=["not-idx", "unknown-type", "short-header", "one-byte-short", "one-byte-long", "header-claims-2^96-items",
+         "255-dimensions", "zero-times-2^64-items"],
 )
 def test_corrupt_idx_is_refused_without_allocating_what_the_header_claims(tmp_path, payload, message):
     path = tmp_path / "train-images-idx3-ubyte"
@@ -168,6 +183,23 @@ def test_idx_images_and_labels_of_different_lengths_are_refused(tmp_path):
         load_data(str(tmp_path))
 
 
+def test_idx_train_and_test_images_of_different_sizes_are_refused(tmp_path):
+    write_idx_set(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((32, 14, 14)))))
+    with pytest.raises(VaelabError, match=r"train images are 28x28 but test images 14x14"):
+        load_data(str(tmp_path))
+
+
+@pytest.mark.parametrize("label", [-1, MAX_CLASSES, 2**31 - 1])
+def test_idx_labels_outside_0_to_max_classes_are_refused(tmp_path, label):
+    write_idx_set(tmp_path)
+    labels = np.arange(32) % 10
+    labels[5] = label
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, dtype=">i4")))
+    with pytest.raises(VaelabError, match=rf"labels must lie in 0\.\.{MAX_CLASSES - 1}.*found {label}"):
+        load_data(str(tmp_path))
+
+
 def test_npz_of_uint8_images_and_labels_is_split_80_20_stratified(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (50, 6, 5), dtype=np.uint8)
@@ -187,6 +219,56 @@ def test_npz_with_channels_and_its_own_test_split_is_kept_as_given(tmp_path):
     assert data.image_shape == (3, 4, 4) and data.y_train is None
     np.testing.assert_allclose(data.x_train.numpy(), x, rtol=1e-7)
     np.testing.assert_allclose(data.x_test.numpy(), x_test, rtol=1e-7)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_npz_of_channels_last_images_is_read_channels_first(tmp_path, channels):
+    x = np.random.default_rng(3).integers(0, 256, (10, 6, 5, channels), dtype=np.uint8)  # (N, H, W, C)
+    np.savez(tmp_path / "colour.npz", x=x, x_test=x[:4])
+    data = load_data(str(tmp_path / "colour.npz"))
+    assert data.image_shape == (channels, 6, 5)
+    np.testing.assert_array_equal(data.x_train.numpy(), x.transpose(0, 3, 1, 2) / np.float32(255))
+    np.testing.assert_array_equal(data.x_test.numpy(), x[:4].transpose(0, 3, 1, 2) / np.float32(255))
+
+
+@pytest.mark.parametrize("key, label", [("y", -1), ("y", 2**62), ("y_test", MAX_CLASSES)])
+def test_npz_labels_outside_0_to_max_classes_are_refused(tmp_path, key, label):
+    arrays = {"x": np.zeros((20, 4, 4)), "y": np.arange(20) % 4, "x_test": np.zeros((20, 4, 4)),
+              "y_test": np.arange(20) % 4}
+    arrays[key][7] = label
+    np.savez(tmp_path / "labels.npz", **arrays)
+    with pytest.raises(VaelabError, match=rf"{key}: labels must lie in 0\.\.{MAX_CLASSES - 1}.*found {label}"):
+        load_data(str(tmp_path / "labels.npz"))
+
+
+def _npy_member(shape: tuple[int, ...], payload: bytes) -> bytes:
+    """A .npy file whose header claims `shape` of float64, followed by `payload` whatever its length."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + payload
+
+
+@pytest.mark.parametrize(
+    "shape, n_bytes, message",
+    [((100_000,) * 3, 64,
+      r"claims shape \(100000, 100000, 100000\) of float64 \(8000000000000000 bytes\) but holds 64 bytes$"),
+     ((9,), 64, r"claims shape \(9,\) of float64 \(72 bytes\) but holds 64"),
+     ((-2, -4), 64, r"cannot read npz"),  # (-2) x (-4) x 8 bytes: the byte count matches, the sizes cannot
+     ((0, 2**62, 2**62), 0, r"cannot read npz")],
+    ids=["1e15-items", "one-item-more", "negative-sizes", "zero-times-2^124"],
+)
+def test_npz_whose_header_claims_more_than_it_holds_is_refused_before_allocating(tmp_path, shape, n_bytes, message):
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", _npy_member(shape, bytes(n_bytes)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(VaelabError, match=message):
+            load_data(str(path))
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 1 << 20
 
 
 class _Unpickled:
@@ -212,7 +294,7 @@ def _write_npz(path: Path, **arrays) -> Path:
         ({"x": np.full((3, 4, 4), 1.5)}, r"must lie in \[0, 1\].*1.5"),
         ({"x": np.full((3, 4, 4), -1, np.int64)}, r"must lie in \[0, 1\]"),
         ({"x": np.zeros((3, 0, 4))}, "no empty axis"),
-        ({"x": np.zeros((3, 4))}, r"must be \(N,H,W\) or \(N,C,H,W\)"),
+        ({"x": np.zeros((3, 4))}, r"must be \(N,H,W\), \(N,C,H,W\) or \(N,H,W,C\)"),
         ({"x": np.zeros((3, 4, 4)), "y": np.zeros(2, np.int64)}, "labels must be 3 integers"),
         ({"x": np.full((2, 3, 3), "a")}, "must be numeric"),
     ],
@@ -233,18 +315,22 @@ def test_npz_with_a_pickled_object_array_is_refused_without_unpickling(tmp_path)
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", ["npy", "garbage", "truncated-zip"])
-def test_a_file_named_npz_that_is_not_one_is_refused(tmp_path, content):
+@pytest.mark.parametrize(
+    "content, message",
+    [("npy", "not an npz archive .a single array"), ("text", r"not an npz \(zip\) file"),
+     ("truncated-zip", r"not an npz \(zip\) file")],
+)
+def test_a_file_named_npz_that_is_not_one_is_refused(tmp_path, content, message):
     path = tmp_path / "not.npz"
     if content == "npy":
         np.save(tmp_path / "a.npy", np.zeros((2, 3, 3)))
         os.replace(tmp_path / "a.npy", path)
-    elif content == "garbage":
-        path.write_bytes(b"this is not an archive")
+    elif content == "text":
+        path.write_text("pixel,label\n0,1\n")  # numpy's own loader calls this "pickled data"
     else:
         np.savez(path, x=np.zeros((20, 8, 8)))
         path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(VaelabError, match="npz"):
+    with pytest.raises(VaelabError, match=message):
         load_data(str(path))
 
 
@@ -253,7 +339,36 @@ def test_missing_npz_is_refused(tmp_path):
         load_data(str(tmp_path / "absent.npz"))
 
 
-# Binarisation (binarize here, training_targets and the dynamic redraw in vaelab.train).
+def test_bad_data_ends_the_command_with_one_error_line_and_status_2(tmp_path, cli):
+    write_idx_set(tmp_path / "idx")
+    (tmp_path / "idx" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((32, 14, 14)))))
+    with zipfile.ZipFile(tmp_path / "forged.npz", "w") as archive:
+        archive.writestr("x.npy", _npy_member((100_000,) * 3, bytes(64)))
+    (tmp_path / "text.npz").write_text("not an archive\n")
+    for data in ("idx", "forged.npz", "text.npz"):
+        result = cli("train", "--data", str(tmp_path / data), "--epochs", "1", "--out", str(tmp_path / "run"))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("vaelab: error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "run").exists()
+
+
+# Binarisation (binarize and training_targets here, the dynamic redraw in vaelab.train).
+
+
+def _imported_vaelab_modules(path: Path) -> set[str]:
+    """Every vaelab module a source file imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaelab"):
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names if alias.name.startswith("vaelab")}
+    return names
+
+
+@pytest.mark.parametrize("module", ["evaluate", "figures", "explorer"])
+def test_measuring_and_drawing_take_the_test_targets_from_data_not_from_the_training_loop(module):
+    assert "vaelab.train" not in _imported_vaelab_modules(REPO / "vaelab" / f"{module}.py")
 
 
 def test_binarize_gives_zeros_and_ones_with_the_grey_level_as_mean():

@@ -6,7 +6,11 @@ Sources, by the name passed as ``--data``:
 - ``fashion-mnist``, ``mnist``: the standard IDX files, from Debian's ``dataset-fashion-mnist`` or from the
   download cache (``--download`` fetches them; see vaelab.download).
 - a directory holding IDX files (``train-images-idx3-ubyte[.gz]`` and friends), or an ``.npz`` file with
-  ``x`` as (N, H, W) or (N, C, H, W) and optionally ``y``; an npz with ``x_test`` keeps its own test split.
+  ``x`` as (N, H, W), (N, C, H, W) or channels-last (N, H, W, C) and optionally ``y``; an npz with ``x_test``
+  keeps its own test split.
+
+The bundled sets are split once (seed SPLIT_SEED) and each split is stored in a seeded shuffled order, so "the
+first N images" of a split are a fair sample of its classes. Labels are integers in 0..MAX_CLASSES-1.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.config import RunConfig
 from vaelab.errors import VaelabError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -33,8 +38,17 @@ IDX_FILES = {
 }
 # IDX type codes (LeCun's format description): code -> (numpy dtype, big-endian, bytes per item).
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# vaelab reads images (3 dimensions) and labels (1); numpy itself holds at most 64, a header may claim 255.
+IDX_MAX_DIMS = 4
 GZIP_MAGIC = b"\x1f\x8b"
+NPY_MAGIC = b"\x93NUMPY"
+NPZ_KEYS = ("x", "y", "x_test", "y_test")  # the members vaelab reads; others are never decompressed
 SPLIT_SEED = 0
+TEST_SEED = 0  # the test set's static binarisation and evaluation noise never depend on the run's seed
+# Labels are class indices 0..MAX_CLASSES-1. The classifier's output layer and evaluate's per-class tables
+# (up to 10,000 samples x classes, float32) are sized by the largest label: 10,000 keeps those at 400 MB while
+# leaving ten times the classes of ImageNet-1k; a stray 2**62 would otherwise ask for exabytes.
+MAX_CLASSES = 10_000
 
 
 @dataclass
@@ -82,7 +96,9 @@ def _find_idx_set(name: str, download: bool, cache_dir: str) -> Path:
         return cached
     if download:
         return dl.fetch(name, cached)
-    hint = " or install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
+    hint = ""
+    if name == "fashion-mnist":
+        hint = " or install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
     raise VaelabError(f"data set {name!r} is not on this machine: pass --download to fetch it into {cached}{hint}")
 
 
@@ -114,9 +130,13 @@ def read_idx(path: Path) -> np.ndarray:
         raise VaelabError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]
     header_len = 4 + 4 * ndim
+    if ndim > IDX_MAX_DIMS:
+        raise VaelabError(f"{path}: IDX header claims {ndim} dimensions; vaelab reads at most {IDX_MAX_DIMS}")
     if ndim == 0 or len(raw) < header_len:
         raise VaelabError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    if 0 in shape:  # also keeps (0, 2**32-1, 2**32-1), whose byte count numpy cannot hold, from reshape
+        raise VaelabError(f"{path}: IDX header claims shape {shape}, which holds no items")
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow
     actual = len(raw) - header_len
@@ -140,6 +160,10 @@ def load_idx_dir(directory: Path, name: str | None = None) -> ImageData:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise VaelabError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match")
+    (train_h, train_w), (test_h, test_w) = arrays["x_train"].shape[1:], arrays["x_test"].shape[1:]
+    if (train_h, train_w) != (test_h, test_w):
+        raise VaelabError(f"{directory}: train images are {train_h}x{train_w} but test images {test_h}x{test_w}; "
+                          "both splits must hold images of one size")
     where = str(directory)
     return ImageData(
         name=name or directory.name,
@@ -151,28 +175,64 @@ def load_idx_dir(directory: Path, name: str | None = None) -> ImageData:
 
 
 def load_npz(path: Path) -> ImageData:
-    """An .npz with ``x`` (N,H,W) or (N,C,H,W), optional ``y``; a stratified 80/20 split unless it has ``x_test``."""
+    """An .npz with ``x`` (N,H,W), (N,C,H,W) or (N,H,W,C), optional ``y``; a stratified 80/20 split unless it
+    has ``x_test``."""
+    arrays = read_npz(path)
+    x = _to_images(arrays["x"], f"{path}: x")
+    y = _labels(arrays.get("y"), len(x), f"{path}: y")
+    if "x_test" in arrays:
+        x_test = _to_images(arrays["x_test"], f"{path}: x_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise VaelabError(f"{path}: x_test images are {tuple(x_test.shape[1:])}, x are {tuple(x.shape[1:])}")
+        y_test = _labels(arrays.get("y_test"), len(x_test), f"{path}: y_test")
+        return ImageData(path.stem, x, y, x_test, y_test)
+    return _split(path.stem, x, y, test_fraction=0.2)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of NPZ_KEYS in an npz, each member's size checked against its header before anything is
+    allocated; object arrays are refused, never unpickled (np.load would allocate what a header claims)."""
     if not path.is_file():
         raise VaelabError(f"{path}: no such file")
     try:
-        loaded = np.load(path, allow_pickle=False)  # never unpickle what a user hands us
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy renamed to .npz
-            raise VaelabError(f"{path}: not an npz archive (a single array; save it with np.savez(path, x=...))")
-        with loaded as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # ValueError: pickled object arrays
+        with open(path, "rb") as f:
+            if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
+                raise VaelabError(f"{path}: not an npz archive (a single array; save it with np.savez(path, x=...))")
+        if not zipfile.is_zipfile(path):
+            raise VaelabError(f"{path}: not an npz (zip) file, or a truncated one; "
+                              "write one with np.savez(path, x=...)")
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if "x" not in members:
+                raise VaelabError(f"{path}: npz has no array named 'x' (found: {', '.join(members) or 'nothing'})")
+            return {key: _read_npy_member(archive, members[key], path) for key in NPZ_KEYS if key in members}
+    # zipfile raises NotImplementedError for unknown compression, RuntimeError for encrypted members.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise VaelabError(f"{path}: cannot read npz ({exc})") from None
-    if "x" not in arrays:
-        raise VaelabError(f"{path}: npz has no array named 'x' (found: {', '.join(arrays) or 'nothing'})")
-    x = _to_images(arrays["x"], str(path))
-    y = _labels(arrays.get("y"), len(x), str(path))
-    if "x_test" in arrays:
-        x_test = _to_images(arrays["x_test"], str(path))
-        if x_test.shape[1:] != x.shape[1:]:
-            raise VaelabError(f"{path}: x_test images are {tuple(x_test.shape[1:])}, x are {tuple(x.shape[1:])}")
-        y_test = _labels(arrays.get("y_test"), len(x_test), str(path))
-        return ImageData(path.stem, x, y, x_test, y_test)
-    return _split(path.stem, x, y, test_fraction=0.2)
+
+
+def _read_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    """One .npy member (numpy's format: magic, version, header dict, raw items), read only once its header's
+    claimed byte count equals the bytes the zip says the member holds."""
+    fmt = np.lib.format
+    with archive.open(info) as f:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):  # 3.0 only adds UTF-8 field names of structured dtypes
+            raise VaelabError(f"{path}: {info.filename} is .npy version {version}; save it with numpy's default")
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        if dtype.hasobject:
+            raise VaelabError(f"{path}: cannot read npz ({info.filename} holds Python objects; vaelab never unpickles)")
+        claimed = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        present = info.file_size - f.tell()
+        if claimed != present:
+            raise VaelabError(f"{path}: {info.filename} claims shape {shape} of {dtype} ({claimed} bytes) "
+                              f"but holds {present} bytes")
+        raw = f.read(claimed)  # stops at the member's end; a damaged stream raises BadZipFile or zlib.error
+    if len(raw) != claimed:
+        raise VaelabError(f"{path}: {info.filename} is truncated ({len(raw)} of {claimed} bytes)")
+    # ValueError (caught by read_npz) for sizes numpy refuses: negative, or a zero beside 2**62s.
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
 def _labels(y: np.ndarray | None, n: int, where: str) -> torch.Tensor | None:
@@ -180,15 +240,30 @@ def _labels(y: np.ndarray | None, n: int, where: str) -> torch.Tensor | None:
         return None
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise VaelabError(f"{where}: labels must be {n} integers, got shape {y.shape} of {y.dtype}")
+    low, high = int(y.min()), int(y.max())  # taken in y's own dtype, before a uint64 could wrap to negative
+    if low < 0 or high >= MAX_CLASSES:
+        raise VaelabError(f"{where}: labels must lie in 0..{MAX_CLASSES - 1} (class indices); "
+                          f"found {low if low < 0 else high}")
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _channels_first(x: np.ndarray) -> np.ndarray:
+    """(N,H,W,C) -> (N,C,H,W) when the last axis looks like colour channels (1, 3 or 4, smaller than both image
+    axes), as numpy, PIL and Keras store colour; (N,C,H,W) is returned as it is."""
+    if x.ndim == 4 and x.shape[3] in (1, 3, 4) and min(x.shape[1:3]) > x.shape[3]:
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
 def _to_images(x: np.ndarray, where: str, max_value: float | None = None) -> torch.Tensor:
-    """(N,H,W) or (N,C,H,W) -> float32 (N,C,H,W) in [0,1]. uint8 is divided by 255; floats must already be in [0,1]."""
+    """(N,H,W), (N,C,H,W) or (N,H,W,C) -> float32 (N,C,H,W) in [0,1]. uint8 is divided by 255; floats must
+    already be in [0,1]."""
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or 0 in x.shape:
-        raise VaelabError(f"{where}: images must be (N,H,W) or (N,C,H,W) with no empty axis, got shape {x.shape}")
+        raise VaelabError(f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C) with no empty axis, "
+                          f"got shape {x.shape}")
+    x = _channels_first(x)
     if x.dtype == np.uint8:
         scaled = x.astype(np.float32) / 255.0
     elif np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating):
@@ -197,7 +272,8 @@ def _to_images(x: np.ndarray, where: str, max_value: float | None = None) -> tor
             raise VaelabError(f"{where}: images contain NaN or infinite pixels")
         if scaled.min() < 0 or scaled.max() > 1:
             raise VaelabError(
-                f"{where}: pixel values must lie in [0, 1] (or be uint8 0..255); found {scaled.min():g}..{scaled.max():g}"
+                f"{where}: pixel values must lie in [0, 1] (or be uint8 0..255); "
+                f"found {scaled.min():g}..{scaled.max():g}"
             )
     else:
         raise VaelabError(f"{where}: images must be numeric, got dtype {x.dtype}")
@@ -205,7 +281,8 @@ def _to_images(x: np.ndarray, where: str, max_value: float | None = None) -> tor
 
 
 def _split(name: str, x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> ImageData:
-    """A deterministic split (seed SPLIT_SEED), stratified by label when there are labels."""
+    """A deterministic split (seed SPLIT_SEED), stratified by label when there are labels, each split stored in
+    a seeded shuffled order: sources ordered by label (mnist5k) would otherwise give a test split of 0s first."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(x))
@@ -214,7 +291,9 @@ def _split(name: str, x: torch.Tensor, y: torch.Tensor | None, test_fraction: fl
         train_idx, test_idx = train_test_split(idx, test_size=test_fraction, random_state=SPLIT_SEED, stratify=stratify)
     except ValueError as exc:
         raise VaelabError(f"{name}: cannot split {len(x)} images into train and test ({exc})") from None
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    # Sorted first, so the stored order depends only on which images each split holds, not on sklearn's internals.
+    order = np.random.default_rng(SPLIT_SEED)
+    train_idx, test_idx = order.permutation(np.sort(train_idx)), order.permutation(np.sort(test_idx))
     pick = (lambda t, i: None if t is None else t[torch.from_numpy(i)])
     return ImageData(name, x[train_idx], pick(y, train_idx), x[test_idx], pick(y, test_idx))
 
@@ -239,6 +318,20 @@ def _digits() -> ImageData:
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One Bernoulli draw per pixel with p = grey level (Salakhutdinov & Murray 2008's binarised MNIST)."""
     return torch.bernoulli(x, generator=generator)
+
+
+def training_targets(config: RunConfig, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed inputs for the train and test splits: grey levels, or a static binarisation.
+
+    With dynamic binarisation the train images are re-drawn every batch (see vaelab.train); the test split is then
+    binarised once with TEST_SEED, the usual practice when reporting likelihoods on binarised data.
+    """
+    if config.binarize == "none":
+        return data.x_train, data.x_test
+    test = binarize(data.x_test, torch.Generator().manual_seed(TEST_SEED))
+    if config.binarize == "static":
+        return binarize(data.x_train, torch.Generator().manual_seed(config.seed)), test
+    return data.x_train, test
 
 
 def check_matches(data: ImageData, image_shape: tuple[int, ...], what: str) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from vaelab import latent, objectives, sample_quality
 from vaelab.bounds import iwae_bound
-from vaelab.data import ImageData, binarize
+from vaelab.data import TEST_SEED, ImageData, binarize, training_targets
 from vaelab.models import AutoEncoder
 from vaelab.runs import Run
 
@@ -162,8 +162,6 @@ def evaluate_run(
     progress: bool = False,
 ) -> dict:
     """Everything the lecture judges a model on, for one run on `data`'s test split (see the module docstring)."""
-    from vaelab.train import TEST_SEED, training_targets
-
     model, config = run.model, run.config
     model.eval()
     # The encoder sees what it saw in training: binarised images when the run binarises, else grey levels.

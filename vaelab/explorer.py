@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaelab.data import ImageData, check_matches
+from vaelab.data import ImageData, check_matches, training_targets
 from vaelab.errors import VaelabError
 from vaelab.plots import CLASS_COLOURS
 from vaelab.atomic import atomic_write_bytes
@@ -138,8 +138,6 @@ def _slider_ranges(codes: torch.Tensor, is_vae: bool) -> list[list[float]]:
 
 def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
     """Everything explorer.js needs, as JSON-ready values: decoder layers, plane, points, view, sliders."""
-    from vaelab.train import training_targets
-
     model = run.model
     check_matches(data, model.image_shape, f"the model in {run.path}")
     if max_points <= 0:

@@ -15,12 +15,11 @@ import torch
 from matplotlib.figure import Figure
 
 from vaelab import objectives, plots
-from vaelab.data import ImageData, check_matches, load_data
+from vaelab.data import ImageData, check_matches, load_data, training_targets
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
 from vaelab.runs import Run, load_run, read_history
-from vaelab.train import training_targets
 
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
 # the tiles evenly in probability mass rather than in z.

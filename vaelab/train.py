@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vaelab import objectives
 from vaelab.config import RunConfig
-from vaelab.data import ImageData, binarize, check_matches, load_data
+from vaelab.data import TEST_SEED, ImageData, binarize, check_matches, load_data, training_targets
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
 from vaelab.models import AutoEncoder, build_model
@@ -26,7 +26,6 @@ LOSS_SCALING = (
     "per image: summed over pixels and latent dimensions, averaged over images; "
     "VAE terms in nats (recon = -log p(x|z), one z sample), AE recon is squared error; loss = recon + beta*kl"
 )
-TEST_SEED = 0  # the test set's static binarisation and evaluation noise never depend on the run's seed
 # The RunConfig fields that define the network a checkpoint's weights belong to.
 NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim", "likelihood")
 
@@ -34,20 +33,6 @@ NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim",
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's random streams, a function of (seed, epoch) alone."""
     return seed * 1_000_003 + epoch
-
-
-def training_targets(config: RunConfig, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed inputs for the train and test splits: grey levels, or a static binarisation.
-
-    With dynamic binarisation the train images are re-drawn every batch (see train); the test split is then
-    binarised once with TEST_SEED, the usual practice when reporting likelihoods on binarised data.
-    """
-    if config.binarize == "none":
-        return data.x_train, data.x_test
-    test = binarize(data.x_test, torch.Generator().manual_seed(TEST_SEED))
-    if config.binarize == "static":
-        return binarize(data.x_train, torch.Generator().manual_seed(config.seed)), test
-    return data.x_train, test
 
 
 def _check_same_network(saved: RunConfig, requested: RunConfig, out: Path) -> None:
