@@ -154,7 +154,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(base).validate()
 
 
-def check_out_folder(out: str) -> None:
+def _check_out_folder(out: str) -> None:
     """Refuse an --out that can never be a run folder (it, or a folder above it, is a file) before any work."""
     for path in (Path(out), *Path(out).parents):
         if path.exists():
@@ -190,7 +190,7 @@ def _train_epilogue(out: Path, seconds: float) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    check_out_folder(args.out)
+    _check_out_folder(args.out)
     config = resolve_config(args)
     from vaelab.train import train
 
