@@ -2,6 +2,8 @@
 
 Each case runs the command in its own subprocess inside its own folder. The subprocesses start together
 (a few at a time) because each one spends ~1.5 s importing torch; every case is still reported on its own.
+Nothing here depends on timing: no sleeps, and each subprocess has a limit (10 minutes) that only a hung
+command reaches, however slow or busy the machine.
 """
 
 from __future__ import annotations
@@ -62,6 +64,16 @@ def _pickled_object_npz(case: Path) -> str:
     return _npz(case, x=x)
 
 
+def _file(case: Path, name: str, payload: bytes) -> str:
+    (case / name).write_bytes(payload)
+    return str(case / name)
+
+
+def _config_folder(case: Path) -> str:
+    (case / "run.toml").mkdir()
+    return str(case / "run.toml")
+
+
 def _run(case: Path, run_dir: Path) -> str:
     shutil.copytree(run_dir, case / "run")
     return str(case / "run")
@@ -113,6 +125,28 @@ CASES: dict[str, tuple[str, Callable[[Path, Path], list[str]]]] = {
     "resume-other-network": ("cannot resume with another network (z_dim 8 -> 4)", lambda c, r: [
         "train", "--resume", "--out", _run(c, r), "--z-dim", "4", "--epochs", "10", "--quiet"]),
     "altered-checkpoint": ("checkpoint was altered or corrupted", lambda c, r: ["evaluate", _altered_run(c, r)]),
+    "toml-key-twice": ("'z_dim' and 'z-dim' set the same setting", lambda c, r: _train(
+        c, "--config", _file(c, "run.toml", b"z_dim = 3\nz-dim = 4\n"))),
+    "config-is-a-folder": ("is a folder, not a TOML config file", lambda c, r: _train(
+        c, "--config", _config_folder(c))),
+    "config-not-utf8": ("not UTF-8 text", lambda c, r: _train(
+        c, "--config", _file(c, "run.toml", b"\xff\xfe\x00\x01\x89PNG binary"))),
+    "config-5000-digit-int": ("cannot read config file", lambda c, r: _train(
+        c, "--config", _file(c, "run.toml", b"epochs = " + b"9" * 5000 + b"\n"))),
+    "config-4000-digit-int": ("z_dim must be a positive integer and at most 65536", lambda c, r: _train(
+        c, "--config", _file(c, "run.toml", b"z_dim = " + b"9" * 4000 + b"\n"))),
+    "config-hidden-1e9": ("'hidden' must be a list of integers", lambda c, r: [  # no --hidden flag to override it
+        "train", "--out", str(c / "run"), "--data", "digits", "--epochs", "1", "--quiet",
+        "--config", _file(c, "run.toml", b"hidden = [1e9]\n")]),
+    "hidden-10^9": ("each hidden width must be a positive integer and at most 65536", lambda c, r: _train(
+        c, "--data", "digits", "--hidden", "1000000000")),
+    "out-is-a-file": ("is a file, not a folder; choose another --out", lambda c, r: [
+        "train", "--data", "digits", "--out", _file(c, "notes.txt", b"mine"), "--epochs", "1", "--quiet"]),
+    "out-below-a-file": ("is a file, not a folder; choose another --out", lambda c, r: [
+        "train", "--data", "digits", "--out", _file(c, "notes.txt", b"mine") + "/run", "--epochs", "1", "--quiet"]),
+    "model-unknown": ("argument --model: invalid choice: 'gan'", lambda c, r: _train(c, "--model", "gan")),
+    "sample-seed-negative": ("argument --seed: expected an integer from 0 to 4294967295", lambda c, r: [
+        "sample", _run(c, r), "--seed", "-1", "-o", str(c / "s.png")]),
 }
 
 
@@ -131,7 +165,7 @@ def outcomes(tmp_path_factory, vae_run):
         argvs[name] = build(base / name, vae_run.path)
     before = {name: _snapshot(base / name) for name in CASES}
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        results = dict(zip(argvs, pool.map(lambda argv: run_cli(*argv, cwd=base, timeout=120), argvs.values())))
+        results = dict(zip(argvs, pool.map(lambda argv: run_cli(*argv, cwd=base, timeout=600), argvs.values())))
     return {name: (results[name], before[name], _snapshot(base / name)) for name in CASES}
 
 

@@ -1,18 +1,28 @@
 """The ``vaelab`` command. The only module that reads sys.argv; each subcommand is a thin call into the library.
 
-Bad input ends with one line on stderr, ``vaelab: error: ...``, and exit status 2.
+Bad input ends with one line on stderr, ``vaelab: error: ...``, and exit status 2. Building the parser, --help,
+--version and argument errors import neither torch nor numpy: each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import shlex
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
-from vaelab.config import RunConfig
+from vaelab.config import GROUPS, SEED_RANGE, RunConfig
 from vaelab.errors import VaelabError
+
+# A latent unit whose mean test KL(q(z_u|x) || p(z_u)) is below this many nats carries next to no information
+# about x (the 0.01 of Burda et al. 2016's activity measure, read on the KL).
+INACTIVE_KL_NATS = 0.01
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,33 +32,83 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vaelab: error: {message}\n")
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs ~50 ms that every other command would pay)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"vaelab {_version()}")
+        parser.exit()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("vaelab")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        import vaelab
+
+        return getattr(vaelab, "__version__", "unknown")
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text[:60]!r}") from None
+
+
+def _seed(text: str) -> int:
+    low, high = SEED_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text[:60]!r}")
+    return value
 
 
 def _flag_type(default):
-    if isinstance(default, bool):
-        return None
     if isinstance(default, list):
         return _int_list
     return type(default)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field (z_dim -> --z-dim); default None marks 'not given on the command line'."""
+def _flag_help(f: dataclasses.Field, default) -> str:
+    """The field's help text and its default, e.g. 'latent dimensions (default 20)'."""
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif isinstance(default, list):
+        shown = ",".join(map(str, default))
+    else:
+        shown = str(default)
+    return f"{f.metadata['help']} (default {shown})".replace("%", "%%")
+
+
+def _add_config_flags(groups: dict[str, argparse._ArgumentGroup]) -> None:
+    """One flag per RunConfig field (z_dim -> --z-dim) in its group; default None marks 'not given on the command
+    line', so a --config file or a resumed run's config.json can supply the value instead."""
+    defaults = RunConfig()
     for f in dataclasses.fields(RunConfig):
-        default = getattr(RunConfig(), f.name)
+        default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
+        group = groups[f.metadata["group"]]
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=None)
+            group.add_argument(flag, action="store_true", default=None, help=_flag_help(f, default))
+        elif f.metadata["choices"]:
+            group.add_argument(flag, choices=f.metadata["choices"], default=None, help=_flag_help(f, default))
         else:
-            parser.add_argument(flag, type=_flag_type(default), default=None, metavar=f.name.upper())
+            metavar = {list: "W[,W...]", int: "N", float: "X"}.get(type(default), f.name.upper())
+            group.add_argument(flag, type=_flag_type(default), default=None, metavar=metavar,
+                               help=_flag_help(f, default))
 
 
 def _read_toml(path: str) -> dict:
+    """A --config file's keys (written as the flags are, z-dim, or as the fields are, z_dim) as field names."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python < 3.11
@@ -58,17 +118,30 @@ def _read_toml(path: str) -> dict:
             values = tomllib.load(f)
     except FileNotFoundError:
         raise VaelabError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise VaelabError(f"{path}: is a folder, not a TOML config file") from None
+    except UnicodeDecodeError:
+        raise VaelabError(f"{path}: not a TOML config file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise VaelabError(f"{path}: invalid TOML ({exc})") from None
-    # Keys may be written as the flags are (z-dim) or as the fields are (z_dim).
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    except RecursionError:  # arrays nested 100,000 deep
+        raise VaelabError(f"{path}: cannot read config file (nested too deeply)") from None
+    except (OSError, ValueError) as exc:  # unreadable; an integer of 5000 digits
+        raise VaelabError(f"{path}: cannot read config file ({str(exc).split(';')[0][:160]})") from None
+    fields: dict[str, str] = {}
+    for key in values:
+        name = key.replace("-", "_")
+        if name in fields:
+            raise VaelabError(f"{path}: {fields[name]!r} and {key!r} set the same setting; keep one")
+        fields[name] = key
+    return {name: values[key] for name, key in fields.items()}
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Defaults < the run folder's config.json (on --resume) or the --config TOML < explicit flags."""
-    from vaelab.runs import read_config
-
     if args.resume:
+        from vaelab.runs import read_config
+
         base = read_config(Path(args.out)).to_dict()
     else:
         base = RunConfig().to_dict()
@@ -81,16 +154,58 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(base).validate()
 
 
+def _check_out_folder(out: str) -> None:
+    """Refuse an --out that can never be a run folder (it, or a folder above it, is a file) before any work."""
+    for path in (Path(out), *Path(out).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise VaelabError(f"--out {out}: {path} is a file, not a folder; choose another --out")
+            return
+
+
+def collapse_warning(kl_per_dim: list[float] | None) -> str | None:
+    """A warning when more than half the latent units are inactive (posterior collapse), else None.
+
+    A unit u is inactive when its mean test KL(q(z_u|x) || p(z_u)) < INACTIVE_KL_NATS: q ignores x there and the
+    decoder learned to do without it (Bowman et al. 2016). None when the KL per unit is unknown (an AutoEncoder).
+    """
+    if not kl_per_dim:
+        return None
+    inactive = sum(kl < INACTIVE_KL_NATS for kl in kl_per_dim)
+    if 2 * inactive <= len(kl_per_dim):
+        return None
+    return (f"{inactive} of {len(kl_per_dim)} latent units are inactive (test KL < {INACTIVE_KL_NATS} nats each): "
+            "the posterior collapsed onto the prior; try --kl-warmup 10 (beta rises over 10 epochs) or "
+            "--free-bits 0.1 (nats per unit the KL may keep)")
+
+
+def _train_epilogue(out: Path, seconds: float) -> str:
+    """The files a training run wrote and the commands a user runs next, ready to copy."""
+    weights = sorted(p.name for p in out.glob("checkpoint-*.safetensors"))[-1:]
+    files = ", ".join(["config.json", "checkpoint.json", *weights, "metrics.jsonl"])
+    quoted = shlex.quote(str(out))
+    return (f"done in {seconds:.1f} s; wrote {out}/: {files}\n"
+            f"next: vaelab evaluate {quoted}    # test-set metrics -> {out / 'eval.json'}\n"
+            f"      vaelab report {quoted} -o report.html    # every figure in one HTML page")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_out_folder(args.out)
+    config = resolve_config(args)
     from vaelab.train import train
 
-    config = resolve_config(args)
+    started = time.perf_counter()
     run = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    seconds = time.perf_counter() - started
     last = run.history[-1]
     print(
         f"{config.model} trained for {run.epoch} epochs -> {args.out}: test loss {last['test_loss']:.2f} "
         f"(recon {last['test_recon']:.2f} + {config.beta:g} * kl {last['test_kl']:.2f}) per image"
     )
+    print(_train_epilogue(Path(args.out), seconds))
+    warning = collapse_warning(last.get("test_kl_per_dim"))
+    if warning:
+        print(f"vaelab: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -203,28 +318,40 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=1000, help="importance samples per image for the IWAE bound (default %(default)s)")
+    p.add_argument("--k", type=int, default=1000,
+                   help="importance samples per image for the IWAE bound (default %(default)s)")
     p.add_argument("--skip-iwae", action="store_true", help="skip the importance-weighted bound (the slow part)")
     p.add_argument("--skip-samples", action="store_true", help="skip sample quality (and the classifier it trains)")
     p.add_argument("--n-samples", type=int, help="decoded samples per sampler (default: test images, at most 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of every random draw of the evaluation "
+                   "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train an AutoEncoder or a VAE",
+                       description="Train an AutoEncoder or a VAE into a run folder, one checkpoint per epoch. "
+                       "Every setting below is also a key of a --config TOML file (z-dim or z_dim).")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    _add_config_flags(groups)
+    run = groups["run"]
+    run.add_argument("--config", metavar="TOML", help="TOML file whose keys are these flags' names; flags given "
+                     "here override it")
+    run.add_argument("--out", required=True, help="run folder: config.json, checkpoints and metrics.jsonl go there")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                     "(its config.json, overridden by the flags given)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaelab", description="Train, measure and look at AutoEncoders and VAEs.")
+    parser.add_argument("--version", action=_VersionAction, help="print vaelab's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("train", help="train an AutoEncoder or a VAE")
-    _add_config_flags(p)
-    p.add_argument("--config", help="TOML file whose keys are these flags' names")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+    _add_train_parser(sub)
 
     p = sub.add_parser("evaluate", help="latent and generation quality of a run -> RUN/eval.json")
-    p.add_argument("run")
+    p.add_argument("run", help="run folder")
     p.add_argument("--data", help="evaluate on this data set instead of the run's")
     p.add_argument("-o", "--output", help="JSON file (default RUN/eval.json)")
     _add_evaluation_flags(p)
@@ -235,64 +362,100 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="ae,vae,beta-vae:4",
                    help="comma-separated: ae, vae, beta-vae:B (beta B), or existing run folders (default %(default)s)")
     p.add_argument("--data", help="data set for training and evaluation (default mnist5k, or the first run folder's)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="epochs of every model trained here (default %(default)s)")
     p.add_argument("--config", help="TOML of RunConfig fields shared by every model trained here")
-    p.add_argument("--data-cache", help="where downloads and cached classifiers are kept")
+    p.add_argument("--data-cache", help="where downloads and cached classifiers are kept (default ~/.cache/vaelab)")
     p.add_argument("--out", required=True, help="folder for one run per model, comparison.json and comparison.md")
     _add_evaluation_flags(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sample", help="decode prior samples z ~ N(0, I) into an image grid")
-    p.add_argument("run")
-    p.add_argument("-n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", default="samples.png")
+    p.add_argument("run", help="run folder")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the prior draws (default %(default)s)")
+    p.add_argument("-o", "--output", default="samples.png", help="image file (default %(default)s)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("reconstruct", help="test images over their reconstructions")
-    p.add_argument("run")
-    p.add_argument("-n", type=int, default=32)
+    p.add_argument("run", help="run folder")
+    p.add_argument("-n", type=int, default=32, help="number of test images (default %(default)s)")
     p.add_argument("--data", help="use this data set's test split instead of the run's")
-    p.add_argument("-o", "--output", default="recon.png")
+    p.add_argument("-o", "--output", default="recon.png", help="image file (default %(default)s)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("explore", help="an HTML page that decodes the latent point under the pointer, live")
-    p.add_argument("run")
+    p.add_argument("run", help="run folder")
     p.add_argument("--data", help="plot this data set's test codes instead of the run's")
-    p.add_argument("-o", "--output", default="explorer.html")
+    p.add_argument("-o", "--output", default="explorer.html", help="HTML file (default %(default)s)")
     p.set_defaults(func=cmd_explore)
 
     # Figure kinds and methods are checked by vaelab.figures, so that building the parser imports no matplotlib.
     p = sub.add_parser("plot", help="one of the lecture's figures as PNG, several runs side by side")
     p.add_argument("kind", help="latent, posterior (2-D VAE), manifold (2-D), samples, recon, interp, curves, kl (VAE)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, drawn side by side")
-    p.add_argument("-o", "--output", required=True, help="PNG file")
-    p.add_argument("--method", default="pca", help="projection of latents above 2-D for latent: pca or tsne")
+    p.add_argument("-o", "--output", required=True, help="image file")
+    p.add_argument("--method", default="pca", help="projection of latents above 2-D for latent: pca or tsne "
+                   "(default %(default)s)")
     p.add_argument("-n", type=int, help="test images (latent, posterior, recon), samples, grid side "
-                   "(manifold) or pairs (interp)")
-    p.add_argument("--seed", type=int, default=0, help="which test images and prior draws are shown")
+                   "(manifold) or pairs (interp) (default: the figure's own)")
+    p.add_argument("--seed", type=_seed, default=0, help="which test images and prior draws are shown "
+                   "(default %(default)s)")
     p.add_argument("--data", help="use this data set's test split instead of each run's")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("report", help="one self-contained HTML file: configurations, comparison, every figure")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or a vaelab compare folder")
-    p.add_argument("-o", "--output", default="report.html", help="HTML file")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file (default %(default)s)")
     p.add_argument("--data", help="use this data set's test split instead of each run's")
     p.add_argument("--no-explorer", action="store_true", help="leave out the live latent explorers")
     p.set_defaults(func=cmd_report)
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program stands so that it unwinds exactly as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, a batch scheduler, systemd) ends a command like SIGINT: checkpoints stay, one message."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an error or interruption left open: each clears its own line (leave=False), so the
+    message after it starts on a line of its own instead of at the end of a bar."""
+    tqdm = sys.modules.get("tqdm")  # never imported here: only a command that drew bars has them
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):  # tqdm's registry of live bars
+            bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except VaelabError as exc:
-        print(f"vaelab: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vaelab: interrupted", file=sys.stderr)
-        return 130
+    with _sigterm_interrupts():
+        try:
+            return args.func(args)
+        except VaelabError as exc:
+            _close_progress_bars()
+            print(f"vaelab: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            _close_progress_bars()
+            print("vaelab: interrupted", file=sys.stderr)
+            # The shell's convention: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+            return 128 + int(signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

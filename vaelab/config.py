@@ -1,13 +1,16 @@
 """The one configuration of a training run.
 
 Every field is a command-line flag (``z_dim`` is ``--z-dim``) and a key of a ``--config`` TOML file, one to
-one; the resolved configuration is saved beside every checkpoint so a run can always be rebuilt.
+one; the resolved configuration is saved beside every checkpoint so a run can always be rebuilt. Each field
+carries its own help text, flag group, allowed values (strings) and range (integers) in its metadata, so the
+flags, the TOML keys, the checks and the help cannot drift apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from dataclasses import dataclass, field
 
 from vaelab.errors import VaelabError
@@ -17,56 +20,71 @@ ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
 BINARIZE = ("none", "dynamic", "static")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
+# The flag groups of `vaelab train --help`, in the order they are shown.
+GROUPS = ("data", "model", "objective", "optimisation", "run")
+
+# Widest layer (hidden width or z_dim). A 784 -> 65536 layer already holds 51M weights, 0.8 GB with its gradient
+# and Adam's two moments; anything wider is a typo, and `--hidden 1000000000` would otherwise ask the allocator
+# for terabytes (or crash it) instead of getting a clear error.
+MAX_WIDTH = 65536
+MAX_LAYERS = 64  # hidden layers: far deeper than a plain MLP trains; a bound keeps a typo from building for ages
+MAX_COUNT = 2**31 - 1  # epochs, batch size, warm-up: beyond any real run, and refuses 5000-digit integers
+SEED_RANGE = (0, 2**32 - 1)  # numpy and torch both take 32-bit seeds
+
+
+def _setting(default, help: str, group: str, choices: tuple[str, ...] | None = None,
+             bounds: tuple[int, int] | None = None):
+    """A RunConfig field whose help text, flag group, allowed strings or integer bounds live beside its default."""
+    metadata = {"help": help, "group": group, "choices": choices, "bounds": bounds}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RunConfig:
-    model: str = "vae"  # "ae" (deterministic, squared-error loss) or "vae" (negative ELBO)
-    data: str = "mnist5k"  # bundled name, IDX directory, or .npz file (see vaelab.data)
-    download: bool = False  # allow fetching "mnist"/"fashion-mnist" into data_cache
-    data_cache: str = "~/.cache/vaelab"  # where downloaded IDX files are kept
-    arch: str = "mlp"  # "mlp" (the lecture's) or "conv" (28x28 and 32x32 images)
-    hidden: list[int] = field(default_factory=lambda: [400])  # hidden widths, encoder order
-    enc_activation: str = "leaky_relu"  # the lecture's encoder uses LeakyReLU(0.2)
-    dec_activation: str = "relu"  # the lecture's decoder uses ReLU
-    z_dim: int = 20
-    beta: float = 1.0  # weight of the KL term; beta > 1 is a beta-VAE
-    likelihood: str = "bernoulli"  # p(x|z): "bernoulli" (BCE, the lecture's), "gaussian", "gaussian-learned"
-    gaussian_std: float = 0.1  # fixed pixel std for likelihood="gaussian"
-    binarize: str = "none"  # "none" (grey levels as BCE targets), "dynamic", "static"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam, as in the lecture
-    kl_warmup: int = 0  # epochs over which beta rises linearly from 0 (0 = off)
-    free_bits: float = 0.0  # nats per latent dimension below which the KL is not pushed down
-    clip_grad: float = 0.0  # max gradient norm (0 = off)
-    seed: int = 0
+    model: str = _setting("vae", "ae: deterministic, squared-error loss; vae: the negative ELBO", "model", MODELS)
+    data: str = _setting("mnist5k", "mnist5k, digits, mnist, fashion-mnist, a folder of IDX files or an .npz file",
+                         "data")
+    download: bool = _setting(False, "allow fetching mnist/fashion-mnist into --data-cache", "data")
+    data_cache: str = _setting("~/.cache/vaelab", "where downloaded IDX files are kept", "data")
+    arch: str = _setting("mlp", "network: the lecture's MLP, or conv (28x28 and 32x32 images)", "model", ARCHS)
+    hidden: list[int] = _setting([400], "hidden layer widths, encoder order, comma-separated", "model")
+    enc_activation: str = _setting("leaky_relu", "encoder activation (the lecture's: LeakyReLU(0.2))", "model",
+                                   ACTIVATIONS)
+    dec_activation: str = _setting("relu", "decoder activation (the lecture's: ReLU)", "model", ACTIVATIONS)
+    z_dim: int = _setting(20, "latent dimensions", "model", bounds=(1, MAX_WIDTH))
+    beta: float = _setting(1.0, "weight of the KL term; beta > 1 is a beta-VAE", "objective")
+    likelihood: str = _setting("bernoulli", "p(x|z): bernoulli (BCE, the lecture's), gaussian (fixed std) or "
+                               "gaussian-learned", "objective", LIKELIHOODS)
+    gaussian_std: float = _setting(0.1, "fixed pixel std of the gaussian likelihood", "objective")
+    binarize: str = _setting("none", "bernoulli targets: grey levels (none), redrawn each batch (dynamic) or drawn "
+                             "once (static)", "data", BINARIZE)
+    epochs: int = _setting(10, "passes over the training set, in all (also on --resume)", "optimisation",
+                           bounds=(1, MAX_COUNT))
+    batch_size: int = _setting(128, "images per step", "optimisation", bounds=(1, MAX_COUNT))
+    lr: float = _setting(1e-3, "Adam's learning rate (the lecture's optimiser)", "optimisation")
+    kl_warmup: int = _setting(0, "epochs over which beta rises linearly from 0; 0 = off", "objective",
+                              bounds=(0, MAX_COUNT))
+    free_bits: float = _setting(0.0, "nats per latent dimension below which the KL is not pushed down; 0 = off",
+                                "objective")
+    clip_grad: float = _setting(0.0, "max gradient norm; 0 = off", "optimisation")
+    seed: int = _setting(0, "seed of the weights, batches and noise", "run", bounds=SEED_RANGE)
 
     def validate(self) -> "RunConfig":
         """Raise VaelabError naming the first field that is out of range."""
-        _choice("model", self.model, MODELS)
-        _choice("arch", self.arch, ARCHS)
-        _choice("likelihood", self.likelihood, LIKELIHOODS)
-        _choice("binarize", self.binarize, BINARIZE)
-        _choice("enc_activation", self.enc_activation, ACTIVATIONS)
-        _choice("dec_activation", self.dec_activation, ACTIVATIONS)
-        if self.z_dim <= 0:
-            raise VaelabError(f"z_dim must be a positive integer, got {self.z_dim}")
-        if not self.hidden or any(h <= 0 for h in self.hidden):
-            raise VaelabError(f"hidden must be a list of positive widths, got {self.hidden}")
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
+        if not self.hidden or len(self.hidden) > MAX_LAYERS:
+            raise VaelabError(f"hidden must be a list of 1 to {MAX_LAYERS} positive widths, got {_short(self.hidden)}")
+        for width in self.hidden:
+            _check_int("each hidden width", width, (1, MAX_WIDTH))
         for name in ("beta", "lr", "free_bits", "clip_grad", "gaussian_std"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise VaelabError(f"{name} must be a finite number >= 0, got {value}")
         if self.lr == 0 or self.gaussian_std == 0:
             raise VaelabError("lr and gaussian_std must be > 0")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) <= 0:
-                raise VaelabError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise VaelabError(f"seed must be an integer in [0, 2**32), got {self.seed}")
-        if self.kl_warmup < 0:
-            raise VaelabError(f"kl_warmup must be >= 0, got {self.kl_warmup}")
         if self.binarize != "none" and self.likelihood != "bernoulli":
             raise VaelabError("binarize applies to the bernoulli likelihood only")
         return self
@@ -77,10 +95,12 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         """Build from a dict (a TOML file or a saved config.json); unknown keys are an error, not ignored."""
+        if not isinstance(values, dict):
+            raise VaelabError(f"a configuration must be a table of keys and values, got {_short(values)}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise VaelabError(f"unknown configuration key(s): {', '.join(unknown)}")
+            raise VaelabError(f"unknown configuration key(s): {_short(', '.join(map(str, unknown)))}")
         typed = {}
         for f in dataclasses.fields(cls):
             if f.name in values:
@@ -88,9 +108,28 @@ class RunConfig:
         return cls(**typed)
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise VaelabError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+def _short(value) -> str:
+    """repr() cut to a readable length: a hostile value (a 4000-digit integer, a deep list) stays one short line."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = shortener.maxlong = 60
+    return shortener.repr(value)
+
+
+def _check_field(f: dataclasses.Field, value) -> None:
+    if f.metadata["choices"] is not None and value not in f.metadata["choices"]:
+        raise VaelabError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}; got {_short(value)}")
+    if f.metadata["bounds"] is not None:
+        _check_int(f.name, value, f.metadata["bounds"])
+
+
+def _check_int(name: str, value: int, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise VaelabError(f"{name} must be {kind} and at most {high}, got {_short(value)}")
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", list: "a list of integers", str: "a string"}
 
 
 def _coerce(name: str, value, default):
@@ -101,11 +140,14 @@ def _coerce(name: str, value, default):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        try:
+            value = float(value) if ok else value
+        except OverflowError:  # an integer beyond any float, e.g. 5000 digits
+            value = math.inf
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise VaelabError(f"configuration key {name!r} must be of type {type(default).__name__}, got {value!r}")
+        raise VaelabError(f"configuration key {name!r} must be {_KINDS[type(default)]}, got {_short(value)}")
     return value
