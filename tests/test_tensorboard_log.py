@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import io
 
 import numpy as np
@@ -116,3 +117,16 @@ def test_without_tensorboard_the_error_names_the_install_command(tmp_path, monke
     with pytest.raises(VaelabError, match=r"pip install 'vaelab\[tensorboard\]'"):
         open_writer(tmp_path / "tb")
     assert not (tmp_path / "tb").exists()
+
+
+def test_train_with_tensorboard_flag_logs_every_epoch_of_the_real_run(tmp_path, cli):
+    board = tmp_path / "board"
+    result = cli("train", "--data", "digits", "--epochs", "2", "--hidden", "16", "--z-dim", "2", "--quiet",
+                 "--tensorboard", str(board), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(board))
+    events.Reload()
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [(e.step, e.value) for e in events.Scalars("test/loss")]
+    assert logged == [(row["epoch"], pytest.approx(row["test_loss"])) for row in history]
+    assert {"images/samples", "images/reconstructions"} <= set(events.Tags()["images"])

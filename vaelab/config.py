@@ -70,6 +70,8 @@ class RunConfig:
                                 "objective")
     clip_grad: float = _setting(0.0, "max gradient norm; 0 = off", "optimisation")
     seed: int = _setting(0, "seed of the weights, batches and noise", "run", bounds=SEED_RANGE)
+    tensorboard: str = _setting("", "also write TensorBoard event files (every metric, sample and reconstruction "
+                                "grids per epoch) into this folder; needs pip install 'vaelab[tensorboard]'", "run")
 
     def validate(self) -> "RunConfig":
         """Raise VaelabError naming the first field that is out of range."""

@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.plots import image_grid
+from vaelab.plots import image_grid, tile_scale
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 COLUMNS = 8  # images per row of a grid
-MIN_TILE_PIXELS = 48  # small images (digits are 8x8) are enlarged by whole pixels until a tile is this tall
 SPLITS = ("train", "test")  # row keys "train_x" and "test_x" become tags "train/x" and "test/x"
 
 
@@ -85,9 +84,9 @@ def _rows_in_pairs(originals: torch.Tensor, reconstructions: torch.Tensor, colum
 
 
 def _grid(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] -> one (H', W', 3) grid of `columns` tiles a row, each enlarged by whole pixels to at
-    least MIN_TILE_PIXELS high."""
-    scale = max(1, math.ceil(MIN_TILE_PIXELS / images.shape[-2]))
+    """(N, C, H, W) in [0, 1] -> one (H', W', 3) grid of `columns` tiles a row, each enlarged by whole pixels as
+    the saved image grids are (plots.tile_scale)."""
+    scale = tile_scale(*images.shape[-2:])
     grid = torch.from_numpy(image_grid(images.float(), columns))  # (H', W') or (H', W', C)
     if grid.dim() == 2:
         grid = grid.unsqueeze(-1).expand(-1, -1, 3)

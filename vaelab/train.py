@@ -18,7 +18,7 @@ from vaelab.config import RunConfig
 from vaelab.data import TEST_SEED, ImageData, binarize, check_matches, load_data, training_targets
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
-from vaelab.models import AutoEncoder, build_model
+from vaelab.models import AutoEncoder, build_model, reconstruct, sample_prior
 from vaelab.runs import Run, RunFolder, restore_optimizer
 
 # Written into every metrics line so a number is never read without its units.
@@ -92,6 +92,7 @@ def train(
         history = _resume(folder, config, data, model, optimizer) if resume else []
         x_train, x_test = training_targets(config, data)
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+        board = _open_tensorboard(config.tensorboard, len(history) + 1) if config.tensorboard else None
         for epoch in range(len(history) + 1, config.epochs + 1):
             started = time.perf_counter()
             try:
@@ -110,10 +111,29 @@ def train(
                 "scaling": LOSS_SCALING,
             })
             folder.save_checkpoint(model, optimizer, config, history)
+            if board is not None:
+                _log_to_tensorboard(board, model, history[-1], x_test)
             if progress:
                 print(epoch_line(history[-1], config.epochs), flush=True)
+        if board is not None:
+            board.close()
     model.eval()
     return Run(out, config, model, config.epochs, history, checkpoint_file=folder.current_file)
+
+
+def _open_tensorboard(log_dir: str, first_epoch: int):
+    from vaelab.tensorboard_log import open_writer  # here: it imports matplotlib, which training otherwise never needs
+
+    return open_writer(log_dir, first_epoch)
+
+
+def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: torch.Tensor) -> None:
+    """The epoch's numbers, 16 prior samples from one fixed seed (the same codes every epoch, so the grid shows them
+    learning) and the first 16 test images over their reconstructions."""
+    from vaelab.tensorboard_log import log_epoch
+
+    originals = x_test[:16]
+    log_epoch(board, row["epoch"], row, sample_prior(model, 16, seed=0), originals, reconstruct(model, originals))
 
 
 def _resume(
