@@ -19,6 +19,7 @@ from vaelab import objectives, plots
 from vaelab.data import ImageData, check_matches, load_data
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
+from vaelab.measures import ACTIVE_UNIT_THRESHOLD
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
 from vaelab.runs import Run, load_run
 from vaelab.train import training_targets
@@ -26,9 +27,6 @@ from vaelab.train import training_targets
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
 # the tiles evenly in probability mass rather than in z.
 QUANTILE_RANGE = (0.05, 0.95)
-# Burda et al. (2016), section 5.2: a latent unit u is active when Var_x(E_q(u|x)[u]) exceeds 0.01 (the
-# threshold vaelab.latent.active_units counts with).
-ACTIVE_UNIT_THRESHOLD = 0.01
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],

@@ -114,7 +114,7 @@ def train(
         started = time.perf_counter()
         train_means = train_epoch(model, optimizer, config, x_train, epoch, steps_per_epoch, out, progress)
         seconds = time.perf_counter() - started
-        test_means = dataset_loss(model, x_test, x_test, beta=config.beta, seed=TEST_SEED)
+        test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED)
         row = {
             "epoch": epoch,
             **{f"train_{k}": v for k, v in train_means.items()},
@@ -137,7 +137,7 @@ def batch_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(training loss, mean recon, mean KL) of one batch, scalars per image scaled as LOSS_SCALING says:
     loss = recon + beta * KL, the KL through free bits (objectives.kl_with_free_bits)."""
-    recon, kl_per_dim = model.loss_parts(x, x)  # (B,), (B, Z)
+    recon, kl_per_dim = model.loss_parts(x)  # (B,), (B, Z)
     recon_mean = recon.mean()
     return recon_mean + beta * objectives.kl_with_free_bits(kl_per_dim, free_bits), recon_mean, kl_per_dim.sum(1).mean()
 
