@@ -53,12 +53,23 @@ def test_values_are_rounded_to_their_standard_error(value, se, text):
 
 def test_summary_table_shows_measured_rows_and_says_why_the_rest_are_missing():
     evaluation = {"generation": {"neg_elbo_nats": 95.0, "neg_elbo_nats_se": 0.5}, "latent": {"active_units": 3},
-                  "notes": {"not_measured": {"nll_iwae_nats": "skipped (--skip-iwae)"}}}
+                  "notes": {"not_measured": {"nll_iwae_nats": "skipped with --skip-iwae"}}}
     lines = summary_table(evaluation).splitlines()
     assert lines[0].split() == ["measure", "value", "better"] and set(lines[1]) == {"-"}
     assert lines[2].split()[-4:] == ["95.00", "±", "0.50", "lower"]
     assert lines[3].startswith("active units") and lines[3].split()[-2:] == ["3", "-"]
-    assert lines[4] == "not measured (skipped (--skip-iwae)): NLL bound (IWAE), nats"
+    assert lines[4] == "not measured (skipped with --skip-iwae): NLL bound (IWAE), nats"
     assert all(len(line) <= 120 for line in lines)
     with pytest.raises(VaelabError, match="latent.active_units is 'three'"):
         summary_table({"latent": {"active_units": "three"}})
+
+
+def test_summary_table_names_a_whole_skipped_part_once():
+    skipped = {m.key: "skipped with --skip-samples" for m in MEASURES.values() if m.part == "samples"}
+    skipped["fd_prior"] = "a covariance needs at least 2 test images, got 1"  # one measure of the part, alone
+    table = summary_table({"generation": {}, "latent": {}, "notes": {"not_measured": skipped}})
+    assert "not measured (a covariance needs at least 2 test images, got 1): Fréchet distance, prior samples" in table
+    assert "(skipped with --skip-samples): classifier's test accuracy; precision, prior samples;" in table  # not whole
+    skipped["fd_prior"] = "skipped with --skip-samples"
+    table = summary_table({"generation": {}, "latent": {}, "notes": {"not_measured": skipped}})
+    assert "not measured (skipped with --skip-samples): the sample-quality measures" in table

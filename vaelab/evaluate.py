@@ -210,7 +210,7 @@ def likelihood_measures(
     values.update(_with_se("neg_elbo_nats", recon + kl))
     values["kl_nats"] = kl.mean().item()
     if k is None:
-        return values, {"nll_iwae_nats": "skipped (--skip-iwae)"}
+        return values, {"nll_iwae_nats": "skipped with --skip-iwae"}
     bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(seed), progress=progress)
     return {**values, **_with_se("nll_iwae_nats", -bound)}, {}
 
@@ -325,7 +325,7 @@ def evaluate_run(
                                                     progress))
     train_codes, _ = latent.encode_means(model, train_inputs)
     if skip_samples or not labelled:
-        missing.update(_not_computed("samples", "skipped (--skip-samples)" if skip_samples else NO_LABELS))
+        missing.update(_not_computed("samples", "skipped with --skip-samples" if skip_samples else NO_LABELS))
     else:
         with _timed(seconds, "samples"):
             say("sample quality (training the data set's classifier first if it is not cached)")
@@ -334,7 +334,7 @@ def evaluate_run(
         test_codes, test_logvar = latent.encode_means(model, x_test)
         values["active_units"] = latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)
         if skip_latent or not labelled:
-            missing.update(_not_computed("probes", "skipped (--skip-latent)" if skip_latent else NO_LABELS))
+            missing.update(_not_computed("probes", "skipped with --skip-latent" if skip_latent else NO_LABELS))
         else:
             say("latent probes and interpolation")
             _merge(values, missing, latent_measures(model, train_codes, test_codes, data.y_train.numpy(),

@@ -30,6 +30,12 @@ SAMPLERS = {  # name: (how tables name its samples, where its points come from)
     "fitted": ("fitted-Gaussian samples", "z ~ a Gaussian fitted to the training codes"),
 }
 SECTIONS = ("generation", "latent")
+PARTS = {  # the parts of an evaluation (Measure.part), as the command's summary names them
+    "likelihood": "the likelihood measures",
+    "samples": "the sample-quality measures",
+    "probes": "the latent probes and interpolation",
+    "codes": "active units",
+}
 
 
 @dataclass(frozen=True)
@@ -164,18 +170,33 @@ def format_value(value: float | int | None, se: float | None = None) -> str:
 
 
 def summary_table(evaluation: dict, source: str = "the evaluation") -> str:
-    """The measures of one eval.json as a short text table (name, value ± se, better), then what was not measured."""
+    """The measures of one eval.json as a short text table (name, value ± se, better), then what was not measured
+    and why (from ``notes.not_measured``), a whole part of the evaluation named at once."""
     rows, missing = [("measure", "value", "better")], {}
     for m in MEASURES.values():
         value, se = m.read(evaluation, source)
         if value is None:
             why = evaluation.get("notes", {}).get("not_measured", {}).get(m.key, "not computed")
-            missing.setdefault(why, []).append(m.label)
+            missing.setdefault(why, []).append(m)
         else:
             rows.append((m.label, format_value(value, se), m.better or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c}" for a, b, c in rows]
     lines.insert(1, "-" * max(map(len, lines)))
-    for why, labels in missing.items():
-        lines += textwrap.wrap(f"not measured ({why}): {'; '.join(labels)}", 110, subsequent_indent="  ")
+    for why, measures in missing.items():
+        lines += textwrap.wrap(f"not measured ({why}): {'; '.join(_names(measures))}", 110, subsequent_indent="  ")
     return "\n".join(lines)
+
+
+def _names(measures: list[Measure]) -> list[str]:
+    """Labels of measures, a whole part of the evaluation (PARTS) named once instead of measure by measure."""
+    names, done = [], set()
+    for m in measures:
+        whole_part = [other for other in MEASURES.values() if other.part == m.part]
+        if all(other in measures for other in whole_part) and len(whole_part) > 1:
+            if m.part not in done:
+                names.append(PARTS[m.part])
+                done.add(m.part)
+        else:
+            names.append(m.label)
+    return names
