@@ -30,22 +30,21 @@ from vaelab.data import training_targets
 
 
 @torch.no_grad()
-def per_image_loop(model, x: torch.Tensor, target: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def per_image_loop(model, x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """One image at a time, encoded once, its K samples decoded as one batch from logits.  # (B,)"""
     out = torch.empty(len(x), dtype=torch.float64)
     for i in range(len(x)):
         mu, logvar = model.encode(x[i:i + 1])  # (1, Z)
         z = mu + torch.exp(0.5 * logvar) * torch.randn((k, model.z_dim), generator=generator)  # (K, Z)
         logits = model.decode(z)  # (K, C, H, W)
-        log_lik = model.log_likelihood(logits, target[i:i + 1].expand_as(logits))  # (K,)
+        log_lik = model.log_likelihood(logits, x[i:i + 1].expand_as(logits))  # (K,)
         log_w = log_importance_weights(log_lik, z, mu, logvar)  # (K,)
         out[i] = torch.logsumexp(log_w.double(), 0) - math.log(k)
     return out
 
 
 @torch.no_grad()
-def replicated_loop(model, x: torch.Tensor, target: torch.Tensor, k: int, generator: torch.Generator,
-                    batch_size: int = 100) -> torch.Tensor:
+def replicated_loop(model, x: torch.Tensor, k: int, generator: torch.Generator, batch_size: int = 100) -> torch.Tensor:
     """pythae's get_nll for one K: each chunk of samples encodes as many copies of the image.  # (B,)"""
     out = torch.empty(len(x), dtype=torch.float64)
     for i in range(len(x)):
@@ -55,7 +54,7 @@ def replicated_loop(model, x: torch.Tensor, target: torch.Tensor, k: int, genera
             mu, logvar = model.encode(torch.cat(rows * [x[i:i + 1]]))  # (rows, Z), all rows alike
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
             probs = model.decode_mean(z).flatten(1)  # (rows, D)
-            log_lik = -F.binary_cross_entropy(probs, target[i:i + 1].flatten(1).expand_as(probs), reduction="none")
+            log_lik = -F.binary_cross_entropy(probs, x[i:i + 1].flatten(1).expand_as(probs), reduction="none")
             log_w.append(log_importance_weights(log_lik.sum(1), z, mu, logvar))
         out[i] = torch.logsumexp(torch.cat(log_w).double(), 0) - math.log(k)
     return out
@@ -80,9 +79,7 @@ def main() -> None:
         config = RunConfig(data=args.data, epochs=1, seed=0)
         run = train(config, tempfile.mkdtemp(prefix="iwae_speed_"), progress=False)
     data = load_data(args.data, run.config.download, run.config.data_cache)
-    _, target = training_targets(run.config, data)
-    x = data.x_test[: args.n or None]
-    target = target[: len(x)]
+    x = training_targets(run.config, data)[1][: args.n or None]  # the test images as the encoder saw them
     print(f"data {data.name}: {len(x)} test images, K={args.k}, {torch.get_num_threads()} torch threads, "
           f"model hidden={run.config.hidden} z_dim={run.config.z_dim}")
     # The machine's speed drifts within a minute, so the contenders take turns on slices of the images and each
@@ -95,12 +92,12 @@ def main() -> None:
     ratios = {name: [] for name in list(contenders)[:-1]}
     slice_size = math.ceil(len(x) / args.slices)
     for i, start in enumerate(range(0, len(x), slice_size)):
-        xs, ts = x[start:start + slice_size], target[start:start + slice_size]
+        xs = x[start:start + slice_size]
         took = {}
         names = list(contenders)
         for name in names[i % len(names):] + names[:i % len(names)]:
             started = time.perf_counter()
-            bounds[name].append(contenders[name](run.model, xs, ts, args.k, generator=generators[name]))
+            bounds[name].append(contenders[name](run.model, xs, args.k, generator=generators[name]))
             took[name] = time.perf_counter() - started
             seconds[name] += took[name]
         for name, r in ratios.items():

@@ -212,7 +212,7 @@ def main() -> None:
             train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)
             for t in theirs.values():
                 example_style_epoch(*t)
-        losses = {"vaelab": dataset_loss(ours, data.x_test, data.x_test)["loss"]}
+        losses = {"vaelab": dataset_loss(ours, data.x_test)["loss"]}
         losses.update({f"{name} loop": example_style_test_loss(t[0], data.x_test) for name, t in theirs.items()})
         print(f"test loss after {args.epochs} epochs (grey-level BCE + KL, nats per image, one z sample): "
               + ", ".join(f"{name} {loss:.2f}" for name, loss in losses.items()))

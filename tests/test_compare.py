@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from vaelab.compare import comparison_rows, parse_spec
+from vaelab.compare import compare, comparison_rows, parse_spec
 from vaelab.errors import VaelabError
+from vaelab.measures import MEASURES
 
 
 def _row(rows, metric):
@@ -16,9 +17,12 @@ def _row(rows, metric):
 
 def test_rows_mark_the_better_value_by_the_metric_direction():
     evals = {
-        "a": {"generation": {"fd_prior": 10.0, "precision_prior": 0.5, "kl_nats": 3.0}, "latent": {"knn_accuracy": 0.7}},
-        "b": {"generation": {"fd_prior": 20.0, "precision_prior": 0.5, "kl_nats": 9.0}, "latent": {"knn_accuracy": 0.9}},
-        "c": {"generation": {"fd_prior": None, "precision_prior": 0.4, "kl_nats": None}, "latent": {"knn_accuracy": None}},
+        "a": {"generation": {"fd_prior": 10.0, "precision_prior": 0.5, "kl_nats": 3.0},
+              "latent": {"knn_accuracy": 0.7}},
+        "b": {"generation": {"fd_prior": 20.0, "precision_prior": 0.5, "kl_nats": 9.0},
+              "latent": {"knn_accuracy": 0.9}},
+        "c": {"generation": {"fd_prior": None, "precision_prior": 0.4, "kl_nats": None},
+              "latent": {"knn_accuracy": None}},
     }
     rows = comparison_rows(evals)
     assert _row(rows, "fd_prior")["best"] == "a"  # lower is better; None is not a value
@@ -34,6 +38,41 @@ def test_model_specs():
     assert parse_spec("ae") == ("ae", {"model": "ae"})
     with pytest.raises(VaelabError, match="model spec"):
         parse_spec("gan")
+    for bad in ("beta-vae:nan", "beta-vae:inf", "beta-vae:-1", "beta-vae:x", "beta-vae:"):
+        with pytest.raises(VaelabError, match="beta must be a finite number >= 0"):
+            parse_spec(bad)
+
+
+def test_rows_follow_the_measures_registry_with_readable_names():
+    rows = comparison_rows({"a": {"generation": {"fd_prior": 1.0}, "latent": {}}})
+    assert [r["metric"] for r in rows] == list(MEASURES)
+    assert all(r["label"] == MEASURES[r["metric"]].label for r in rows)
+    assert "k=3" in _row(rows, "precision_prior")["description"] and "5-NN" in _row(rows, "knn_accuracy")["description"]
+
+
+@pytest.mark.parametrize("evaluation", [
+    {"generation": [1, 2]}, {"generation": {"fd_prior": "12"}}, {"latent": {"knn_accuracy": True}},
+    {"generation": {"test_loss": 1.0, "test_loss_se": [0.1]}}, [],
+])
+def test_a_malformed_evaluation_is_one_clear_error(evaluation):
+    with pytest.raises(VaelabError, match="eval.json of b: .*run vaelab evaluate again"):
+        comparison_rows({"a": {"generation": {}, "latent": {}}, "b": evaluation})
+
+
+@pytest.mark.parametrize("specs", [["vae", "beta-vae:nan"], ["gan"], ["vae", "vae"], [], ["beta-vae:-2"],
+                                   ["vae", "missing-run-folder"]])
+def test_bad_specs_are_refused_before_any_folder_is_created(tmp_path, specs):
+    with pytest.raises(VaelabError):
+        compare(specs, tmp_path / "out", data="digits", epochs=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_command_refuses_beta_nan_with_one_line_and_no_folder(cli, tmp_path):
+    done = cli("compare", "--data", "digits", "--models", "ae,beta-vae:nan", "--epochs", "1",
+               "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("vaelab: error: model spec 'beta-vae:nan': beta must be a finite number >= 0")
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
@@ -53,6 +92,7 @@ def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
     assert iwae["values"]["ae"] is None and iwae["best"] in ("vae", "beta-vae-4")
     markdown = (out / "comparison.md").read_text()
     assert "| metric | better | ae | vae | beta-vae-4 |" in markdown and "lower is better" in markdown
+    assert "| NLL bound (IWAE), nats | lower | n/a |" in markdown  # readable names; the AE has no bound
 
     # Existing run folders are taken as they are; a folder holding another configuration is refused.
     again = cli("compare", "--data", "digits", "--models", f"{out / 'vae'},{out / 'ae'}", "--skip-iwae",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from vaelab.evaluate import dataset_loss, evaluate_run, fitted_gaussian, per_image_loss_parts
+from vaelab.evaluate import dataset_loss, evaluate_run, fitted_gaussian, per_image_loss_parts, sample_metrics
+from vaelab.measures import MEASURES, format_value
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def test_vae_evaluation_reports_both_axes_with_its_settings(vae_run, digits, cac
     result = evaluate_run(_with_cache(vae_run, cache_dir), digits, k=20, n_samples=200)
     gen, lat = result["generation"], result["latent"]
     assert gen["nll_iwae_nats"] <= gen["neg_elbo_nats"] + 3 * gen["neg_elbo_nats_se"]
-    assert gen["neg_elbo_nats"] == pytest.approx(dataset_loss(vae_run.model, digits.x_test, digits.x_test)["loss"])
+    assert gen["neg_elbo_nats"] == pytest.approx(dataset_loss(vae_run.model, digits.x_test)["loss"])
     assert result["notes"]["iwae_k"] == 20 and "NOT a normalised" in result["notes"]["likelihood"]
     assert 0 <= gen["precision_prior"] <= 1 and gen["fd_prior"] > 0 and gen["classifier_test_accuracy"] > 0.9
     assert 0 <= gen["class_entropy_nats_fitted"] <= result["notes"]["class_entropy_max_nats"] + 1e-9
@@ -48,8 +50,9 @@ def test_ae_has_no_likelihood_but_the_same_latent_and_sample_measures(ae_run, di
 
 def test_dataset_loss_is_the_mean_of_the_per_image_parts(vae_run, digits):
     x = digits.x_test[:100]
-    recon, kl = per_image_loss_parts(vae_run.model, x, x, seed=3)
-    loss = dataset_loss(vae_run.model, x, x, beta=2.0, seed=3)
+    recon, kl = per_image_loss_parts(vae_run.model, x, seed=3)
+    kl = kl.sum(1)
+    loss = dataset_loss(vae_run.model, x, beta=2.0, seed=3)
     assert loss["loss"] == pytest.approx((recon + 2.0 * kl).mean().item())
 
 
@@ -67,6 +70,101 @@ def test_evaluate_command_writes_eval_json(cli, vae_run):
     written = json.loads((vae_run.path / "eval.json").read_text())
     assert written["data"] == "digits" and written["notes"]["iwae_k"] == 5
     assert written["generation"]["fd_prior"] is None and written["notes"]["samples"] == "not computed"
+    assert done.stderr == ""  # --quiet: no progress
+
+
+def test_evaluate_command_prints_a_short_table_and_shows_progress_on_stderr(cli, vae_run, tmp_path):
+    out = tmp_path / "eval.json"
+    done = cli("evaluate", str(vae_run.path), "--k", "5", "--skip-samples", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    written = json.loads(out.read_text())
+    lines = done.stdout.splitlines()
+    assert len(lines) < 30 and not re.search(r"\d\.\d{7,}", done.stdout)  # no JSON dump, no 16-digit floats
+    elbo = next(line for line in lines if line.startswith(MEASURES["neg_elbo_nats"].label))
+    value, se = written["generation"]["neg_elbo_nats"], written["generation"]["neg_elbo_nats_se"]
+    assert elbo.split()[-4:] == [*format_value(value, se).split(), "lower"]  # value ± se, direction
+    assert any(line.startswith(MEASURES["active_units"].label) and line.split()[-1] == "-" for line in lines)
+    assert "not measured (skipped with --skip-samples): the sample-quality measures" in done.stdout
+    assert lines[-1] == f"-> {out} (every number, and how it was computed)"
+    assert "IWAE bound, K=5" in done.stderr and "image/s" in done.stderr  # a bar with its rate and time left
+    assert "latent probes" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
+    result = evaluate_run(ae_run, digits, k=2, skip_samples=True)
+    assert list(result) == ["run", "data", "model", "beta", "epoch", "generation", "latent", "per_dimension", "notes"]
+    assert set(result["generation"]) == {
+        "test_loss", "test_loss_se", "recon_sq_error", "recon_sq_error_se", "neg_elbo_nats", "neg_elbo_nats_se",
+        "kl_nats", "nll_iwae_nats", "nll_iwae_nats_se", "classifier_test_accuracy",
+        *(f"{m}_{s}" for s in ("prior", "fitted") for m in ("fd", "precision", "recall", "confidence",
+                                                              "class_entropy_nats")),
+    }
+    assert set(result["latent"]) == {
+        "active_units", "knn_accuracy", "linear_probe_accuracy", "silhouette", "neighbourhood_agreement",
+        "interp_evenness", "interp_evenness_se", "interp_straightness", "interp_straightness_se",
+    }
+    assert set(result["notes"]) == {
+        "test_images", "likelihood", "binarize", "test_loss", "neg_elbo_nats", "nll_iwae_nats", "iwae_k",
+        "recon_sq_error", "samples", "precision_recall_k", "class_entropy_max_nats", "latent", "active_units",
+        "interpolation", "seed", "seconds", "not_measured",
+    }
+    assert result["notes"]["latent"].startswith("codes are encoder means mu(x); k-NN k=5, neighbourhood k=10")
+    assert result["notes"]["not_measured"]["nll_iwae_nats"] == "not applicable: the AE has no posterior"
+    assert result["notes"]["not_measured"]["fd_prior"] == "skipped with --skip-samples"
+    assert set(result["notes"]["not_measured"]) == {
+        key for section in ("generation", "latent") for key, v in result[section].items()
+        if v is None and not key.endswith("_se")}
+
+
+def _few_test_images(digits, n: int, one_class: bool):
+    """digits with a test split of n images, all of class 0 when one_class, else of n different classes."""
+    labels = digits.y_test.numpy()
+    if one_class:
+        picks = np.flatnonzero(labels == 0)[:n]
+    else:
+        picks = np.array([np.flatnonzero(labels == c)[0] for c in range(n)])
+    picks = torch.from_numpy(picks)
+    return dataclasses.replace(digits, x_test=digits.x_test[picks], y_test=digits.y_test[picks])
+
+
+@pytest.mark.parametrize("n,one_class", [(3, False), (3, True), (1, True)])
+def test_a_test_split_too_small_for_the_probes_gives_none_with_the_reason(vae_run, digits, n, one_class):
+    result = evaluate_run(vae_run, _few_test_images(digits, n, one_class), k=2, skip_samples=True)
+    latent, why = result["latent"], result["notes"]["not_measured"]
+    assert latent["neighbourhood_agreement"] is None
+    assert why["neighbourhood_agreement"] == f"needs more than 10 test images, got {n}"
+    assert latent["silhouette"] is None and f"among {n} test images" in why["silhouette"]
+    assert latent["knn_accuracy"] is not None and latent["linear_probe_accuracy"] is not None  # the train split fits
+    assert (latent["interp_evenness"] is None) == one_class
+    if one_class:
+        assert why["interp_evenness"] == "needs test images of at least 2 classes, got 1"
+    assert (result["generation"]["neg_elbo_nats_se"] is None) == (n == 1)  # no standard error of one image
+    json.dumps(result, allow_nan=False)
+
+
+def test_sample_measures_of_sets_too_small_for_k_nearest_neighbours_are_none(digits, cache_dir):
+    from vaelab.classifier import get_classifier
+
+    classifier = get_classifier(digits, cache_dir)
+    real = classifier.features_and_probs(digits.x_test[:3])[0].numpy()
+    values, why = sample_metrics(classifier, real, digits.x_test[3:6], "prior")
+    assert values["fd_prior"] >= 0 and 0 <= values["confidence_prior"] <= 1
+    assert "precision_prior" not in values and "recall_prior" not in values
+    assert why["precision_prior"] == "the k-NN manifold (k=3) needs more than 3 test images, got 3"
+    values, why = sample_metrics(classifier, real[:1], digits.x_test[:1], "fitted")
+    assert why["fd_fitted"] == "a covariance needs at least 2 test images, got 1"
+
+
+def test_evaluate_command_on_a_three_image_test_split_reports_what_it_could_not_measure(cli, vae_run, digits, tmp_path):
+    tiny = _few_test_images(digits, 3, one_class=True)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=(tiny.x_train.numpy() * 255).round().astype(np.uint8), y=tiny.y_train.numpy(),
+             x_test=(tiny.x_test.numpy() * 255).round().astype(np.uint8), y_test=tiny.y_test.numpy())
+    done = cli("evaluate", str(vae_run.path), "--data", str(path), "--k", "2", "--skip-samples", "--quiet",
+               "-o", str(tmp_path / "eval.json"))
+    assert done.returncode == 0, done.stderr
+    assert "not measured (needs more than 10 test images, got 3): neighbourhood agreement" in done.stdout
+    assert json.loads((tmp_path / "eval.json").read_text())["latent"]["silhouette"] is None
 
 
 def test_evaluate_command_refuses_a_non_positive_k(cli, vae_run):

@@ -21,7 +21,8 @@ def test_default_vae_is_the_lecture_network():
 
 
 @pytest.mark.parametrize("model_kind", ["ae", "vae"])
-@pytest.mark.parametrize("arch,shape", [("mlp", (1, 8, 8)), ("mlp", (3, 32, 32)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))])
+@pytest.mark.parametrize("arch,shape",
+                         [("mlp", (1, 8, 8)), ("mlp", (3, 32, 32)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))])
 def test_models_share_one_interface_for_any_shape(model_kind, arch, shape):
     model = build_model(RunConfig(model=model_kind, arch=arch, z_dim=3, hidden=[32, 16]), shape)
     x = torch.rand(5, *shape)
@@ -30,7 +31,7 @@ def test_models_share_one_interface_for_any_shape(model_kind, arch, shape):
     assert model.decode(mu).shape == (5, *shape)
     out = model.decode_mean(mu)
     assert out.min() >= 0 and out.max() <= 1
-    recon, kl = model.loss_parts(x, x)
+    recon, kl = model.loss_parts(x)
     assert recon.shape == (5,) and kl.shape == (5, 3)
 
 
@@ -58,7 +59,7 @@ def test_vae_loss_parts_equal_an_independent_computation():
     model = build_model(RunConfig(z_dim=3, hidden=[16]), (1, 8, 8))
     x = torch.rand(6, 1, 8, 8)
     torch.manual_seed(7)
-    recon, kl = model.loss_parts(x, x)
+    recon, kl = model.loss_parts(x)
     # Independently: the lecture's loss_fn per image, with the same noise.
     h = model.encoder(x)
     mu, raw = h.chunk(2, dim=-1)
@@ -75,7 +76,7 @@ def test_vae_loss_parts_equal_an_independent_computation():
 def test_ae_loss_is_the_lecture_squared_error():
     model = build_model(RunConfig(model="ae", z_dim=3, hidden=[16]), (1, 8, 8))
     x = torch.rand(6, 1, 8, 8)
-    recon, kl = model.loss_parts(x, x)
+    recon, kl = model.loss_parts(x)
     expected = ((x - torch.sigmoid(model.decoder(model.encoder(x)))) ** 2).flatten(1).sum(1)
     torch.testing.assert_close(recon, expected)
     assert kl.abs().sum() == 0
@@ -98,3 +99,27 @@ def test_learned_gaussian_variance_is_a_parameter_and_fixed_is_not():
     expected = Normal(torch.full_like(x, 0.5), 0.1).log_prob(x).flatten(1).sum(1)  # sigmoid(0) = 0.5
     for model in (fixed, learned):  # the learned variance starts at gaussian_std
         torch.testing.assert_close(model.log_likelihood(torch.zeros_like(x), x), expected)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-learned"])
+def test_vae_scores_k_decoder_outputs_per_image_like_k_separate_calls(likelihood):
+    model = build_model(RunConfig(likelihood=likelihood, z_dim=2, hidden=[8]), (1, 4, 4))
+    x = torch.rand(3, 1, 4, 4)
+    logits = model.decode(torch.randn(5, 3, 2).flatten(0, 1)).view(5, 3, 1, 4, 4)  # (K, B, C, H, W)
+    with torch.no_grad():
+        together = model.log_likelihood(logits, x)  # (K, B)
+        separately = torch.stack([model.log_likelihood(logits[i], x) for i in range(5)])
+    torch.testing.assert_close(together, separately)
+
+
+def test_loss_parts_score_the_images_themselves():
+    model = build_model(RunConfig(z_dim=3, hidden=[16]), (1, 8, 8))
+    x = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(2)
+    recon, _ = model.loss_parts(x)
+    torch.manual_seed(2)
+    mu, logvar = model.encode(x)
+    expected = -model.log_likelihood(model.decode(model.reparameterize(mu, logvar)), x)
+    torch.testing.assert_close(recon, expected)
+    with pytest.raises(TypeError):
+        model.loss_parts(x, x)  # no second argument: the target is always x

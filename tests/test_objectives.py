@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal, kl_divergence
@@ -11,7 +12,8 @@ from vaelab import objectives
 
 def _random_gaussians(seed, shape=(64, 5)):
     g = torch.Generator().manual_seed(seed)
-    mu_q, mu_p = torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    mu_q = torch.randn(shape, generator=g, dtype=torch.float64)
+    mu_p = torch.randn(shape, generator=g, dtype=torch.float64)
     logvar_q = torch.randn(shape, generator=g, dtype=torch.float64)
     logvar_p = torch.randn(shape, generator=g, dtype=torch.float64)
     return mu_q, logvar_q, mu_p, logvar_p
@@ -104,3 +106,41 @@ def test_soft_clamp_is_bounded_identity_near_zero_and_has_gradient():
     assert y.abs().max() <= 10.0 and torch.allclose(y[1:4], x[1:4], atol=1e-6)
     y.sum().backward()
     assert (x.grad[1:4] > 0.99).all()
+
+
+def test_kl_of_equal_gaussians_with_huge_variances_is_zero_as_torch_says():
+    # exp(89) overflows float32 and exp(-110) underflows it: the ratio sigma_q²/sigma_p² must be formed as one exp.
+    for logvar in (89.0, 110.0, -89.0):
+        mu = torch.tensor([0.0, 3.0, -2.0])
+        logvar_t = torch.full((3,), logvar)
+        ours = objectives.gaussian_kl(mu, logvar_t, mu, logvar_t)
+        scale = (0.5 * logvar_t).exp()
+        reference = kl_divergence(Normal(mu, scale), Normal(mu, scale))
+        torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+        assert torch.equal(ours, torch.zeros(3))
+    # Different large variances and means still match torch.distributions.
+    mu_q, mu_p = torch.tensor([1.0, -4.0]), torch.tensor([0.5, 2.0])
+    logvar_q, logvar_p = torch.tensor([95.0, 60.0]), torch.tensor([94.0, 61.0])
+    reference = kl_divergence(Normal(mu_q, (0.5 * logvar_q).exp()), Normal(mu_p, (0.5 * logvar_p).exp()))
+    torch.testing.assert_close(objectives.gaussian_kl(mu_q, logvar_q, mu_p, logvar_p), reference)
+
+
+def test_likelihoods_score_k_outputs_per_image_against_the_image_by_broadcasting():
+    g = torch.Generator().manual_seed(8)
+    k, b, shape = 4, 3, (2, 3, 3)
+    logits, target = torch.randn(k, b, *shape, generator=g) * 3, torch.rand(b, *shape, generator=g)
+    logvar = torch.randn(shape, generator=g)
+    expanded = target.expand(k, *target.shape).reshape(k * b, *shape)
+    bernoulli = objectives.bernoulli_log_likelihood(logits, target)  # (K, B)
+    reference = Bernoulli(logits=logits.reshape(k * b, *shape)).log_prob(expanded.round()).flatten(1).sum(1)
+    torch.testing.assert_close(objectives.bernoulli_log_likelihood(logits, target.round()), reference.view(k, b))
+    assert bernoulli.shape == (k, b)
+    mean = torch.sigmoid(logits)
+    gaussian = objectives.gaussian_log_likelihood(mean, logvar, target)
+    reference = Normal(mean.reshape(k * b, *shape), (0.5 * logvar).exp()).log_prob(expanded).flatten(1).sum(1)
+    torch.testing.assert_close(gaussian, reference.view(k, b))
+    for wrong in (torch.rand(b + 1, *shape), torch.rand(b, 2, 3, 4)):  # other images, or another image shape
+        with pytest.raises(ValueError, match="do not end with the target's"):
+            objectives.bernoulli_log_likelihood(logits, wrong)
+        with pytest.raises(ValueError, match="do not end with the target's"):
+            objectives.gaussian_log_likelihood(mean, 0.0, wrong)

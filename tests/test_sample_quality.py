@@ -55,3 +55,26 @@ def test_class_statistics_of_uniform_and_collapsed_predictions():
     assert confidence == 1.0 and entropy == pytest.approx(math.log(4))
     collapsed = np.tile([0.7, 0.1, 0.1, 0.1], (50, 1))
     assert class_statistics(collapsed) == (pytest.approx(0.7), 0.0)
+
+
+def _brute_force_precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    """The same definition with numpy's exact pairwise differences, an independent reference for small sets."""
+    def distances(a, b):
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+    def inside(queries, support):
+        radii = np.sort(distances(support, support), axis=1)[:, k]  # column 0 is the point itself
+        return float((distances(queries, support) <= radii[None, :]).any(1).mean())
+
+    return inside(fake, real), inside(real, fake)
+
+
+def test_precision_recall_agree_with_brute_force_and_ignore_a_shared_offset():
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(300, 6))
+    fake = rng.normal(size=(250, 6)) * 1.3 + 0.4
+    expected = _brute_force_precision_recall(real, fake, k=3)
+    assert 0.1 < min(expected) and max(expected) < 0.99  # a case where the answer is not trivially 0 or 1
+    assert precision_recall(real, fake, k=3) == pytest.approx(expected, abs=1e-12)
+    # Features sharing a large offset: the matrix-product distance ||a||² + ||b||² - 2ab cancels; ours must not.
+    assert precision_recall(real + 1e4, fake + 1e4, k=3) == pytest.approx(expected, abs=1e-12)

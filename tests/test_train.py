@@ -21,7 +21,7 @@ from vaelab.train import LOSS_SCALING, kl_weight
 def test_training_on_digits_lowers_the_test_loss_far_below_its_start(vae_run, digits):
     torch.manual_seed(vae_run.config.seed)
     untrained = build_model(vae_run.config, digits.image_shape)
-    start = dataset_loss(untrained, digits.x_test, digits.x_test)["loss"]
+    start = dataset_loss(untrained, digits.x_test)["loss"]
     final = vae_run.history[-1]["test_loss"]
     assert final < 0.75 * start, (start, final)
     losses = [row["test_loss"] for row in vae_run.history]
@@ -35,6 +35,8 @@ def test_metrics_lines_state_units_and_parts(vae_run):
         assert r["scaling"] == LOSS_SCALING
         assert r["test_loss"] == pytest.approx(r["test_recon"] + r["beta"] * r["test_kl"])
         assert r["seconds"] > 0 and r["train_kl"] > 0
+        assert len(r["test_kl_per_dim"]) == vae_run.config.z_dim
+        assert sum(r["test_kl_per_dim"]) == pytest.approx(r["test_kl"], rel=1e-9)
 
 
 def test_two_runs_with_one_seed_give_identical_weights(tmp_path, digits):

@@ -6,8 +6,10 @@ Letters in shape comments: B images, D pixels, Z latent dimensions, K importance
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
+from tqdm import tqdm
 
 from vaelab import objectives
 from vaelab.models import VAE
@@ -37,41 +39,39 @@ def log_importance_weights(
 def iwae_bound(
     model: VAE,
     x: torch.Tensor,
-    target: torch.Tensor,
     k: int,
+    *,
     generator: torch.Generator | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: bool = False,
 ) -> torch.Tensor:
     """L_K(x) = log (1/K) sum_k p(x, z_k) / q(z_k | x), z_k ~ q(z|x), per image, in nats.  # (B,)
 
     Burda et al. (2016), eq. 8: L_1 is the ELBO, L_K <= L_{K+1} <= log p(x) in expectation, and L_K -> log p(x)
     as K grows. The K samples are drawn in chunks of at most `chunk_rows` decoder rows (images x samples) and
-    folded in with a running logsumexp, so memory does not grow with K or with the number of images.
-    `x` is what the encoder sees, `target` what the likelihood scores (a binarised x, or x itself).
+    folded in with a running logsumexp, so memory does not grow with K or with the number of images. The model
+    scores its K decoder outputs per image against the image (`model.log_likelihood`). `progress` draws a bar
+    with the time left on stderr.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
     images_per_chunk = max(1, chunk_rows // k)
     samples_per_chunk = min(k, chunk_rows)
     out = []
-    for start in range(0, len(x), images_per_chunk):
-        xb, tb = x[start:start + images_per_chunk], target[start:start + images_per_chunk]
-        mu, logvar = model.encode(xb)  # (B, Z) each
-        std = torch.exp(0.5 * logvar)
-        running = torch.full((len(xb),), -math.inf, dtype=torch.float64)  # logsumexp of log w so far, (B,)
-        for k_start in range(0, k, samples_per_chunk):
-            kc = min(samples_per_chunk, k - k_start)
-            eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype)  # (Kc, B, Z)
-            z = mu + std * eps  # (Kc, B, Z)
-            logits = model.decode(z.reshape(-1, model.z_dim))  # (Kc*B, C, H, W)
-            log_w = log_importance_weights(_log_likelihood(model, logits, tb, kc), z, mu, logvar)  # (Kc, B)
-            running = torch.logaddexp(running, torch.logsumexp(log_w.double(), dim=0))
-        out.append(running - math.log(k))
+    with tqdm(total=len(x), desc=f"IWAE bound, K={k}", unit="image", file=sys.stderr, disable=not progress,
+              leave=False) as bar:
+        for start in range(0, len(x), images_per_chunk):
+            xb = x[start:start + images_per_chunk]  # (B, C, H, W)
+            mu, logvar = model.encode(xb)  # (B, Z) each
+            std = torch.exp(0.5 * logvar)
+            running = torch.full((len(xb),), -math.inf, dtype=torch.float64)  # logsumexp of log w so far, (B,)
+            for k_start in range(0, k, samples_per_chunk):
+                kc = min(samples_per_chunk, k - k_start)
+                eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype)  # (Kc, B, Z)
+                z = mu + std * eps  # (Kc, B, Z)
+                logits = model.decode(z.reshape(-1, model.z_dim)).view(kc, *xb.shape)  # (Kc, B, C, H, W)
+                log_w = log_importance_weights(model.log_likelihood(logits, xb), z, mu, logvar)  # (Kc, B)
+                running = torch.logaddexp(running, torch.logsumexp(log_w.double(), dim=0))
+            out.append(running - math.log(k))
+            bar.update(len(xb))
     return torch.cat(out)  # (B,) float64
-
-
-def _log_likelihood(model: VAE, logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
-    """log p(x|z) of k decoder outputs per image (k*B rows, sample-major) against each image's target.  # (k, B)"""
-    if getattr(model, "likelihood", None) == "bernoulli":  # the fast path, same formula (tests/test_bounds.py)
-        return objectives.bernoulli_log_likelihood_shared_target(logits.view(k, *target.shape), target)
-    return model.log_likelihood(logits, target.expand(k, *target.shape).reshape(logits.shape)).view(k, len(target))

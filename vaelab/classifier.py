@@ -10,17 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+from tqdm import tqdm
 
+from vaelab.atomic import atomic_write_bytes, atomic_write_json
 from vaelab.data import ImageData
 from vaelab.errors import VaelabError
-from vaelab.atomic import atomic_write_json
 
 # Bump when the architecture or the training recipe changes: cached classifiers of another version are retrained.
 CLASSIFIER_VERSION = 1
@@ -103,9 +105,7 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
     directory.mkdir(parents=True, exist_ok=True)
     epochs = train_classifier(net, data.x_train, data.y_train, seed, progress)
     accuracy = accuracy_of(net, data.x_test, data.y_test)
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
+    atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
     atomic_write_json(meta_path, {
         "data": data.name, "version": CLASSIFIER_VERSION, "image_shape": list(data.image_shape),
         "n_classes": n_classes, "epochs": epochs, "seed": seed, "test_accuracy": accuracy,
@@ -115,7 +115,10 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
 
 
 def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, seed: int, progress: bool) -> int:
-    """Adam on cross-entropy for max(2, ceil(MIN_STEPS / steps per epoch)) epochs, at most MAX_EPOCHS; returns epochs."""
+    """Adam on cross-entropy for max(2, ceil(MIN_STEPS / steps per epoch)) epochs, at most MAX_EPOCHS; returns epochs.
+
+    `progress` draws a bar with the time left on stderr.
+    """
     steps_per_epoch = math.ceil(len(x) / BATCH_SIZE)
     epochs = min(MAX_EPOCHS, max(2, math.ceil(MIN_STEPS / steps_per_epoch)))
     generator = torch.Generator().manual_seed(seed)
@@ -123,21 +126,24 @@ def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, see
     net.load_state_dict(ImageClassifier(tuple(x.shape[1:]), net.head.out_features).state_dict())  # seeded init
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     net.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), BATCH_SIZE):
-            idx = order[start:start + BATCH_SIZE]
-            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if progress:
-            print(f"classifier epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.3f}")
+    with tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", file=sys.stderr,
+              disable=not progress, leave=False) as bar:
+        for epoch in range(epochs):
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), BATCH_SIZE):
+                idx = order[start:start + BATCH_SIZE]
+                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update()
+            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss.item():.3f}")
     net.eval()
     return epochs
 
 
 @torch.no_grad()
 def accuracy_of(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-    correct = sum((net(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum().item() for s in range(0, len(x), batch_size))
+    correct = sum((net(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum().item()
+                  for s in range(0, len(x), batch_size))
     return correct / len(x)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import shlex
 import signal
 import sys
@@ -226,19 +225,22 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vaelab.atomic import atomic_write_json, check_output_path
     from vaelab.evaluate import evaluate_run
-    from vaelab.atomic import atomic_write_json
+    from vaelab.measures import summary_table
 
     _positive("--k", args.k)
     _positive("--n-samples", args.n_samples)
     run, data = _run_and_data(args)
+    out = check_output_path(args.output or Path(args.run) / "eval.json")  # before minutes of work, not after
     result = evaluate_run(run, data, k=args.k, skip_iwae=args.skip_iwae, skip_samples=args.skip_samples,
                           skip_latent=args.skip_latent, n_samples=args.n_samples, seed=args.seed,
                           progress=not args.quiet)
-    out = Path(args.output) if args.output else Path(args.run) / "eval.json"
     atomic_write_json(out, result)
-    print(json.dumps({k: result[k] for k in ("run", "data", "generation", "latent")}, indent=2))
-    print(f"-> {out}")
+    print(f"{args.run} ({result['model']}, epoch {result['epoch']}) on {result['data']}, "
+          f"{result['notes']['test_images']} test images; ± is the standard error over them")
+    print(summary_table(result))
+    print(f"-> {out} (every number, and how it was computed)")
     return 0
 
 

@@ -2,68 +2,36 @@
 
 A model spec is ``ae``, ``vae``, ``beta-vae:B`` (the VAE with beta = B) or the path of an existing run folder.
 Output: ``OUT/<spec with ':' as '-'>`` run folders (each with its eval.json), ``OUT/comparison.json`` and
-``OUT/comparison.md``. Every metric is reported as measured; the better value is marked by a fixed direction
-per metric, never chosen per comparison.
+``OUT/comparison.md``. The rows are vaelab.measures' measures, with their names, directions and descriptions;
+every one is reported as measured, and the better value is marked by the measure's fixed direction, never chosen
+per comparison. Every spec is checked before anything is trained or written.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
-from vaelab.config import RunConfig
-from vaelab.errors import VaelabError
 from vaelab.atomic import atomic_write_bytes, atomic_write_json
-
-# (section of eval.json, metric, better, what it measures). better=None: a property, not a quality.
-METRICS = [
-    ("generation", "nll_iwae_nats", "lower",
-     "-L_K, Burda et al.'s importance-weighted bound with K samples (see notes): an upper bound on -log p(x), nats per test image (VAE only)"),
-    ("generation", "neg_elbo_nats", "lower",
-     "negative ELBO, -log p(x|z) with one z ~ q(z|x) + KL(q(z|x) || N(0, I)), beta = 1, nats per test image (VAE only)"),
-    ("generation", "kl_nats", None,
-     "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)"),
-    ("generation", "test_loss", None,
-     "each model's own training objective on the test split (AE: squared error; VAE: recon + beta*kl): not comparable across models"),
-    ("generation", "recon_sq_error", "lower",
-     "||x - d(mu(x))||² summed over pixels, the decoded code of each test image against the image: reconstruction quality"),
-    ("generation", "classifier_test_accuracy", None,
-     "test accuracy of the data set's CNN classifier whose features the sample metrics use (the same for every model)"),
-    *[
-        row
-        for sampler, where in (("prior", "z ~ N(0, I)"), ("fitted", "z ~ a Gaussian fitted to the training codes"))
-        for row in (
-            ("generation", f"fd_{sampler}", "lower",
-             f"Frechet distance between classifier features of test images and of decoded {where} (FD, not Inception's FID)"),
-            ("generation", f"precision_{sampler}", "higher",
-             f"share of decoded {where} inside the k-NN manifold (k=3) of test images: are samples realistic?"),
-            ("generation", f"recall_{sampler}", "higher",
-             f"share of test images inside the k-NN manifold (k=3) of decoded {where}: is the data's variety covered?"),
-            ("generation", f"confidence_{sampler}", "higher",
-             f"the classifier's mean top-class probability on decoded {where}: do samples look like some class?"),
-            ("generation", f"class_entropy_nats_{sampler}", "higher",
-             f"entropy of the classifier's predicted-class histogram on decoded {where}, nats (log C when all classes appear equally)"),
-        )
-    ],
-    ("latent", "knn_accuracy", "higher", "test accuracy of a 5-NN vote among training codes mu(x): do similar images lie close?"),
-    ("latent", "linear_probe_accuracy", "higher", "test accuracy of logistic regression on training codes: are classes linearly separable?"),
-    ("latent", "silhouette", "higher", "silhouette of test codes grouped by label, in [-1, 1]: tight and separate classes score high"),
-    ("latent", "neighbourhood_agreement", "higher", "share of each test code's 10 nearest codes with its label"),
-    ("latent", "active_units", None, "latent dimensions with Cov_x(mu_d(x)) > 0.01 (Burda et al. 2016): capacity in use"),
-    ("latent", "interp_evenness", "lower",
-     "max step / mean step between 16 decoded points on the latent line between test images of different classes (1: even)"),
-    ("latent", "interp_straightness", "lower",
-     "decoded path length / endpoint distance along those lines, in pixel space (1: no detour)"),
-]
+from vaelab.config import RunConfig
+from vaelab.data import ImageData, check_matches, load_data
+from vaelab.errors import VaelabError
+from vaelab.evaluate import evaluate_run
+from vaelab.measures import MEASURES, format_value
+from vaelab.runs import Run, load_run, read_config
+from vaelab.train import train
 
 
 def comparison_rows(evals: dict[str, dict]) -> list[dict]:
-    """One row per metric over the models' eval.json dicts; `best` is the unique best value's model, else None."""
+    """One row per measure over the models' eval.json dicts; `best` is the unique best value's model, else None.
+
+    A malformed evaluation (a section that is not an object, a value that is not a number) is a VaelabError.
+    """
     rows = []
-    for section, metric, better, description in METRICS:
-        values = {name: evaluation.get(section, {}).get(metric) for name, evaluation in evals.items()}
-        rows.append({"metric": metric, "description": description, "better": better,
-                     "values": values, "best": _best(values, better)})
+    for measure in MEASURES.values():
+        values = {name: measure.read(evaluation, f"eval.json of {name}")[0] for name, evaluation in evals.items()}
+        rows.append({"metric": measure.key, "label": measure.label, "description": measure.description,
+                     "better": measure.better, "values": values, "best": _best(values, measure.better)})
     return rows
 
 
@@ -87,7 +55,9 @@ def parse_spec(spec: str) -> tuple[str, dict | Path]:
         try:
             beta = float(spec.split(":", 1)[1])
         except ValueError:
-            raise VaelabError(f"model spec {spec!r}: beta must be a number, as in beta-vae:4") from None
+            beta = math.nan
+        if not math.isfinite(beta) or beta < 0:
+            raise VaelabError(f"model spec {spec!r}: beta must be a finite number >= 0, as in beta-vae:4")
         return spec.replace(":", "-"), {"model": "vae", "beta": beta}
     path = Path(spec)
     if (path / "config.json").is_file():
@@ -97,9 +67,6 @@ def parse_spec(spec: str) -> tuple[str, dict | Path]:
 
 def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool):
     """Train into run_dir; a folder already holding this exact configuration is reused (resumed if short)."""
-    from vaelab.runs import load_run, read_config
-    from vaelab.train import train
-
     if (run_dir / "checkpoint.json").exists():
         existing = read_config(run_dir)
         if existing != config:
@@ -109,6 +76,26 @@ def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool):
             return run
         return train(config, run_dir, resume=True, progress=progress)
     return train(config, run_dir, progress=progress)
+
+
+def plan_models(specs: list[str], data: str | None, shared: dict) -> tuple[RunConfig, dict[str, RunConfig | Run]]:
+    """(the shared settings, {model name: the configuration to train, or an existing run}) for model specs.
+
+    Every spec is parsed, every configuration validated and every run folder loaded here, before anything is
+    written, so that a bad spec leaves no folder behind. The data set is `data`, else the first run folder's.
+    """
+    if not specs:
+        raise VaelabError("--models needs at least one model")
+    parsed = [parse_spec(s) for s in specs]
+    names = [name for name, _ in parsed]
+    if len(set(names)) != len(names):
+        raise VaelabError(f"model names must differ, got {', '.join(names)}")
+    runs = {name: load_run(what) for name, what in parsed if isinstance(what, Path)}
+    shared = {**shared, "data": data or (next(iter(runs.values())).config.data if runs else RunConfig().data)}
+    base = RunConfig.from_dict(shared).validate()
+    planned = {name: runs[name] if name in runs else RunConfig.from_dict({**shared, **what}).validate()
+               for name, what in parsed}
+    return base, planned
 
 
 def compare(
@@ -125,37 +112,21 @@ def compare(
     progress: bool = False,
 ) -> dict:
     """Train (or load) every model, evaluate each on one data set, write comparison.json and comparison.md."""
-    from vaelab.data import check_matches, load_data
-    from vaelab.evaluate import evaluate_run
-    from vaelab.runs import load_run
-
-    if not specs:
-        raise VaelabError("--models needs at least one model")
     out = Path(out)
-    parsed = [parse_spec(s) for s in specs]
-    names = [name for name, _ in parsed]
-    if len(set(names)) != len(names):
-        raise VaelabError(f"model names must differ, got {', '.join(names)}")
-    paths = [p for _, p in parsed if isinstance(p, Path)]
-    data_name = data or (load_run(paths[0]).config.data if paths else RunConfig().data)
-    base_config = {**(base or {}), "data": data_name, "epochs": epochs, "seed": seed}
-    first = RunConfig.from_dict({**base_config}).validate()
-    image_data = load_data(data_name, first.download, first.data_cache)
+    shared, planned = plan_models(specs, data, {**(base or {}), "epochs": epochs, "seed": seed})
+    image_data = load_data(shared.data, shared.download, shared.data_cache)
     out.mkdir(parents=True, exist_ok=True)
 
     run_dirs, evals = {}, {}
-    for name, what in parsed:
-        if isinstance(what, Path):
-            run = load_run(what)
-        else:
-            config = RunConfig.from_dict({**base_config, **what}).validate()
+    for name, what in planned.items():
+        if isinstance(what, RunConfig):
             if progress:
                 print(f"[compare] training {name} -> {out / name}", flush=True)
-            run = _train_or_reuse(config, out / name, progress)
-        check_matches(image_data, run.model.image_shape, f"the model {name}")
-        evaluation = evaluate_run(run, image_data, k=k, skip_iwae=skip_iwae, skip_samples=skip_samples,
-                                  n_samples=n_samples, seed=seed, progress=progress)
-        atomic_write_json(Path(run.path) / "eval.json", evaluation)
+            run = _train_or_reuse(what, out / name, progress)
+        else:
+            run = what
+        evaluation = _evaluate(run, name, image_data, k=k, skip_iwae=skip_iwae, skip_samples=skip_samples,
+                               n_samples=n_samples, seed=seed, progress=progress)
         run_dirs[name], evals[name] = str(run.path), evaluation
 
     rows = comparison_rows(evals)
@@ -167,22 +138,18 @@ def compare(
     return result
 
 
+def _evaluate(run: Run, name: str, data: ImageData, **options) -> dict:
+    """evaluate_run of one model, written to its eval.json."""
+    check_matches(data, run.model.image_shape, f"the model {name}")
+    evaluation = evaluate_run(run, data, **options)
+    atomic_write_json(Path(run.path) / "eval.json", evaluation)
+    return evaluation
+
+
 def _cell(row: dict, name: str, evaluation: dict) -> str:
-    value = row["values"][name]
-    if value is None:
-        return "n/a"
-    se = _find(evaluation, f"{row['metric']}_se")
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    if se is not None:
-        text += f" ± {se:.2g}"
-    return f"**{text}**" if row["best"] == name else text
-
-
-def _find(evaluation: dict, key: str):
-    for section in ("generation", "latent"):
-        if key in evaluation.get(section, {}):
-            return evaluation[section][key]
-    return None
+    value, se = MEASURES[row["metric"]].read(evaluation, f"eval.json of {name}")
+    text = format_value(value, se)
+    return f"**{text}**" if value is not None and row["best"] == name else text
 
 
 def render_markdown(rows: list[dict], evals: dict[str, dict], settings: dict) -> str:
@@ -200,11 +167,11 @@ def render_markdown(rows: list[dict], evals: dict[str, dict], settings: dict) ->
     ]
     for row in rows:
         cells = " | ".join(_cell(row, name, evals[name]) for name in names)
-        lines.append(f"| {row['metric']} | {row['better'] or '-'} | {cells} |")
+        lines.append(f"| {row['label']} | {row['better'] or '-'} | {cells} |")
     lines += ["", "## What each row measures", ""]
     for row in rows:
         direction = f"{row['better']} is better" if row["better"] else "no better direction"
-        lines.append(f"- `{row['metric']}` ({direction}): {row['description'].rstrip('.')}")
+        lines.append(f"- {row['label']} (`{row['metric']}`, {direction}): {row['description'].rstrip('.')}")
     lines += ["", "## How it was computed", ""]
     for name in names:
         notes = evals[name].get("notes", {})

@@ -6,40 +6,51 @@
 - ``latent``: k-NN and linear probes, silhouette, neighbourhood agreement, active units, interpolation;
 - ``per_dimension``: lists over latent dimensions (KL, variance of the posterior mean);
 - ``notes``: what exactly was computed (likelihood, targets, K, sample counts, seeds, seconds).
-Every metric is a number or None (not applicable, skipped, or no labels); ``_se`` keys are standard errors
-over test images.
+Every metric is a number or None (not applicable, skipped, no labels, or a split too small for it, each
+said in ``notes.not_measured``); ``_se`` keys are standard errors over test images. The measures' names,
+directions, descriptions and constants live in vaelab.measures.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from vaelab import latent, objectives, sample_quality
 from vaelab.bounds import iwae_bound
+from vaelab.classifier import Classifier, get_classifier
+from vaelab.config import RunConfig
 from vaelab.data import TEST_SEED, ImageData, binarize, training_targets
+from vaelab.measures import (
+    ACTIVE_UNIT_THRESHOLD,
+    INTERP_PAIRS,
+    INTERP_POINTS,
+    KNN_K,
+    MAX_SAMPLES,
+    MEASURES,
+    NEIGHBOURS,
+    PR_K,
+    SAMPLERS,
+    SECTIONS,
+    section_keys,
+)
 from vaelab.models import AutoEncoder
 from vaelab.runs import Run
 
-KNN_K = 5
-NEIGHBOURS = 10
-PR_K = 3  # Kynkaanniemi et al. (2019)'s k
-INTERP_PAIRS = 100
-INTERP_POINTS = 16
-MAX_SAMPLES = 10_000
-# Sources of "random latent points": the prior N(0, I), and a full-covariance Gaussian fitted to the training
-# codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et al. 2020's ex-post density).
-SAMPLERS = ("prior", "fitted")
-
+Missing = dict[str, str]  # measure key -> why it is None
+NO_LABELS = "the data has no labels"
 
 @torch.no_grad()
 def per_image_loss_parts(
-    model: AutoEncoder, x: torch.Tensor, target: torch.Tensor, seed: int = 0, batch_size: int = 1000
+    model: AutoEncoder, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(recon (N,), kl (N,)) per image over a split, one posterior sample per image, seeded noise.
+    """(recon (N,), kl_per_dim (N, Z)) per image over a split, one posterior sample per image, seeded noise.
 
     For the VAE recon = -log p(x|z) and kl = KL(q(z|x) || N(0, I)) in nats, so recon + kl is the negative ELBO;
     for the AE recon is the squared error and kl is 0. The global RNG is restored afterwards.
@@ -50,9 +61,9 @@ def per_image_loss_parts(
     torch.manual_seed(seed)
     recons, kls = [], []
     for start in range(0, len(x), batch_size):
-        recon, kl_per_dim = model.loss_parts(x[start:start + batch_size], target[start:start + batch_size])
+        recon, kl_per_dim = model.loss_parts(x[start:start + batch_size])
         recons.append(recon.double())
-        kls.append(kl_per_dim.double().sum(1))
+        kls.append(kl_per_dim.double())
     torch.set_rng_state(generator_state)
     model.train(was_training)
     return torch.cat(recons), torch.cat(kls)
@@ -62,29 +73,31 @@ def per_image_loss_parts(
 def dataset_loss(
     model: AutoEncoder,
     x: torch.Tensor,
-    target: torch.Tensor,
+    *,
     beta: float = 1.0,
     seed: int = 0,
     batch_size: int = 1000,
 ) -> dict[str, float]:
-    """Mean loss, reconstruction and KL per image over a whole split, one posterior sample per image.
+    """Mean loss, reconstruction and KL per image over a whole split, one posterior sample per image, and the
+    mean KL of each latent dimension (``kl_per_dim``, the collapse check's input).
 
     For the VAE, recon + kl is the negative ELBO in nats (beta = 1); for the AE recon is the squared error.
     The noise is seeded so that repeated evaluations of one model agree exactly.
     """
-    recon, kl = per_image_loss_parts(model, x, target, seed, batch_size)
-    recon_mean, kl_mean = recon.mean().item(), kl.mean().item()
-    return {"loss": recon_mean + beta * kl_mean, "recon": recon_mean, "kl": kl_mean}
+    recon, kl_per_dim = per_image_loss_parts(model, x, seed=seed, batch_size=batch_size)
+    recon_mean, kl_mean = recon.mean().item(), kl_per_dim.sum(1).mean().item()
+    return {"loss": recon_mean + beta * kl_mean, "recon": recon_mean, "kl": kl_mean,
+            "kl_per_dim": kl_per_dim.mean(0).tolist()}
 
 
-def mean_and_se(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
-    """The mean and its standard error std / sqrt(n) over the first axis."""
+def mean_and_se(values: torch.Tensor | np.ndarray) -> tuple[float, float | None]:
+    """The mean and its standard error std / sqrt(n) over the first axis (None for a single value)."""
     values = np.asarray(values, dtype=np.float64)
-    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(se)
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    return float(values.mean()), se
 
 
-def _with_se(name: str, values) -> dict[str, float]:
+def _with_se(name: str, values) -> dict[str, float | None]:
     mean, se = mean_and_se(values)
     return {name: mean, f"{name}_se": se}
 
@@ -108,7 +121,8 @@ def fitted_gaussian(codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     codes = np.asarray(codes, dtype=np.float64)
     cov = np.atleast_2d(np.cov(codes, rowvar=False))
     cov += np.eye(len(cov)) * (1e-6 * max(np.trace(cov) / len(cov), 1e-12))
-    return torch.as_tensor(codes.mean(0), dtype=torch.float32), torch.as_tensor(np.linalg.cholesky(cov), dtype=torch.float32)
+    chol = np.linalg.cholesky(cov)
+    return torch.as_tensor(codes.mean(0), dtype=torch.float32), torch.as_tensor(chol, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -125,29 +139,162 @@ def decode_random_points(
     return torch.cat([model.decode_mean(z[s:s + batch_size]) for s in range(0, n, batch_size)])
 
 
-def sample_metrics(classifier, real_features: np.ndarray, images: torch.Tensor, suffix: str) -> dict[str, float]:
-    """FD, precision, recall, classifier confidence and class entropy of generated images against real features."""
+def sample_metrics(
+    classifier: Classifier, real_features: np.ndarray, images: torch.Tensor, suffix: str
+) -> tuple[dict[str, float], Missing]:
+    """FD, precision, recall, classifier confidence and class entropy of generated images against real features.
+
+    FD needs two points per set for a covariance, precision and recall more than PR_K for a k-th neighbour; the
+    measures a set too small for are returned in the second dict with the reason.
+    """
     features, probs = classifier.features_and_probs(images)
     features = features.numpy()
-    precision, recall = sample_quality.precision_recall(real_features, features, k=PR_K)
     confidence, entropy = sample_quality.class_statistics(probs.numpy())
-    return {
-        f"fd_{suffix}": sample_quality.frechet_distance(real_features, features),
-        f"precision_{suffix}": precision,
-        f"recall_{suffix}": recall,
-        f"confidence_{suffix}": confidence,
-        f"class_entropy_nats_{suffix}": entropy,
-    }
+    values = {f"confidence_{suffix}": confidence, f"class_entropy_nats_{suffix}": entropy}
+    missing: Missing = {}
+    n = min(len(real_features), len(features))
+    if n >= 2:
+        values[f"fd_{suffix}"] = sample_quality.frechet_distance(real_features, features)
+    else:
+        missing[f"fd_{suffix}"] = f"a covariance needs at least 2 test images, got {n}"
+    if n > PR_K:
+        values[f"precision_{suffix}"], values[f"recall_{suffix}"] = sample_quality.precision_recall(
+            real_features, features, k=PR_K)
+    else:
+        missing[f"precision_{suffix}"] = missing[f"recall_{suffix}"] = (
+            f"the k-NN manifold (k={PR_K}) needs more than {PR_K} test images, got {n}")
+    return values, missing
 
 
-def _targets_note(run: Run) -> str:
-    config = run.config
+def _targets_note(config: RunConfig) -> str:
     if config.likelihood != "bernoulli":
-        return f"{config.likelihood} likelihood on grey levels in [0, 1]: a density, in nats (not comparable with Bernoulli figures)"
+        return (f"{config.likelihood} likelihood on grey levels in [0, 1]: a density, in nats (not comparable with "
+                "Bernoulli figures)")
     if config.binarize == "none":
-        return ("Bernoulli likelihood scored on grey-level targets (the lecture's BCE): a cross-entropy, NOT a normalised "
-                "log-likelihood; only binarised targets give log p(x)")
+        return ("Bernoulli likelihood scored on grey-level targets (the lecture's BCE): a cross-entropy, NOT a "
+                "normalised log-likelihood; only binarised targets give log p(x)")
     return "Bernoulli likelihood on the test split binarised once (seed 0): log p(x) of binary images, in nats"
+
+
+def evaluation_inputs(config: RunConfig, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training images, test images) as the encoder saw them in training; the test images are also the targets.
+
+    Binarised images when the run binarises, else grey levels. Dynamic binarisation draws fresh training inputs
+    per batch; one fixed draw stands for them here.
+    """
+
+    train_inputs, test_inputs = training_targets(config, data)
+    if config.binarize == "dynamic":
+        train_inputs = binarize(data.x_train, torch.Generator().manual_seed(TEST_SEED))
+    return train_inputs, test_inputs
+
+
+def has_likelihood(model: AutoEncoder) -> bool:
+    """Whether the model offers log p(x|z) (model.log_likelihood), and so an ELBO and an importance-weighted bound:
+    asked of the model, never read off its family's name."""
+    return callable(getattr(model, "log_likelihood", None))
+
+
+def likelihood_measures(
+    model: AutoEncoder, x: torch.Tensor, beta: float, k: int | None, seed: int, progress: bool = False
+) -> tuple[dict[str, float | None], Missing]:
+    """test_loss and recon_sq_error for every model; neg_elbo_nats, kl_nats and (k given) nll_iwae_nats where
+    the model has a likelihood. Per test image, with standard errors."""
+    recon, kl_per_dim = per_image_loss_parts(model, x, seed=TEST_SEED)
+    kl = kl_per_dim.sum(1)
+    values = {**_with_se("test_loss", recon + beta * kl),
+              **_with_se("recon_sq_error", reconstruction_squared_error(model, x))}
+    if not has_likelihood(model):
+        return values, dict.fromkeys(("neg_elbo_nats", "kl_nats", "nll_iwae_nats"),
+                                     "not applicable: the AE has no posterior")
+    values.update(_with_se("neg_elbo_nats", recon + kl))
+    values["kl_nats"] = kl.mean().item()
+    if k is None:
+        return values, {"nll_iwae_nats": "skipped with --skip-iwae"}
+    bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(seed), progress=progress)
+    return {**values, **_with_se("nll_iwae_nats", -bound)}, {}
+
+
+def sample_measures(
+    model: AutoEncoder, data: ImageData, train_codes: np.ndarray, n: int, seed: int, cache_dir: str,
+    progress: bool = False,
+) -> tuple[dict[str, float], Missing]:
+    """The classifier's test accuracy, and sample_metrics of n decoded points of every sampler against the
+    first n grey-level test images."""
+    classifier = get_classifier(data, cache_dir, progress=progress)
+    values, missing = {"classifier_test_accuracy": classifier.test_accuracy}, {}
+    real_features = classifier.features_and_probs(data.x_test[:n])[0].numpy()
+    for i, sampler in enumerate(SAMPLERS):
+        images = decode_random_points(model, n, sampler, train_codes, seed=seed + i)
+        sampler_values, sampler_missing = sample_metrics(classifier, real_features, images, sampler)
+        values.update(sampler_values)
+        missing.update(sampler_missing)
+    return values, missing
+
+
+def why_not_latent(y_train: np.ndarray, y_test: np.ndarray) -> Missing:
+    """Why each labelled latent measure cannot be computed on splits with these labels (absent: it can)."""
+    n_train, n_test = len(y_train), len(y_test)
+    classes_train, classes_test = len(np.unique(y_train)), len(np.unique(y_test))
+    why: Missing = {}
+    if n_train < KNN_K:
+        why["knn_accuracy"] = f"the {KNN_K}-NN vote needs at least {KNN_K} training images, got {n_train}"
+    if classes_train < 2:
+        why["linear_probe_accuracy"] = f"needs at least 2 classes among the training images, got {classes_train}"
+    if not 2 <= classes_test < n_test:
+        why["silhouette"] = f"needs 2 to {max(n_test - 1, 2)} classes among {n_test} test images, got {classes_test}"
+    if n_test <= NEIGHBOURS:
+        why["neighbourhood_agreement"] = f"needs more than {NEIGHBOURS} test images, got {n_test}"
+    if classes_test < 2:
+        why["interp_evenness"] = why["interp_straightness"] = "needs test images of at least 2 classes, got 1"
+    return why
+
+
+def latent_measures(
+    model: AutoEncoder, train_codes: np.ndarray, test_codes: np.ndarray, y_train: np.ndarray, y_test: np.ndarray,
+    seed: int,
+) -> tuple[dict[str, float | None], Missing]:
+    """k-NN and linear probes, silhouette, neighbourhood agreement and interpolation smoothness of the codes."""
+    missing = why_not_latent(y_train, y_test)
+    probes: dict[str, Callable[[], float]] = {
+        "knn_accuracy": lambda: latent.knn_accuracy(train_codes, y_train, test_codes, y_test, k=KNN_K),
+        "linear_probe_accuracy": lambda: latent.linear_probe_accuracy(train_codes, y_train, test_codes, y_test),
+        "silhouette": lambda: latent.silhouette(test_codes, y_test, seed=seed),
+        "neighbourhood_agreement": lambda: latent.neighbourhood_agreement(test_codes, y_test, k=NEIGHBOURS),
+    }
+    values = {key: probe() for key, probe in probes.items() if key not in missing}
+    if "interp_evenness" not in missing:
+        pairs = torch.from_numpy(latent.different_class_pairs(y_test, INTERP_PAIRS, seed=seed))  # (P, 2)
+        codes = torch.from_numpy(test_codes)
+        evenness, straightness = latent.interpolation_smoothness(
+            model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS)
+        values.update({**_with_se("interp_evenness", evenness), **_with_se("interp_straightness", straightness)})
+    return values, missing
+
+
+def _not_computed(part: str, why: str) -> Missing:
+    """Every measure of one part of the evaluation (see vaelab.measures.Measure.part), with the reason it is None."""
+    return {m.key: why for m in MEASURES.values() if m.part == part}
+
+
+def _merge(values: dict, missing: Missing, measured: tuple[dict, Missing]) -> None:
+    values.update(measured[0])
+    missing.update(measured[1])
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
+
+
+def _reporter(name: str, progress: bool) -> Callable[[str], None]:
+    """say(message): one line on stderr while `progress`, so stdout keeps only the command's result."""
+    def say(message: str) -> None:
+        if progress:
+            print(f"[evaluate {name}] {message}", file=sys.stderr, flush=True)
+    return say
 
 
 def evaluate_run(
@@ -161,116 +308,91 @@ def evaluate_run(
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Everything the lecture judges a model on, for one run on `data`'s test split (see the module docstring)."""
+    """Everything the lecture judges a model on, for one run on `data`'s test split (see the module docstring).
+
+    `progress` says on stderr what is being measured, with a bar and the time left for the slow parts.
+    """
     model, config = run.model, run.config
     model.eval()
-    # The encoder sees what it saw in training: binarised images when the run binarises, else grey levels.
-    # Dynamic binarisation draws fresh training inputs per batch; one fixed draw stands for them here.
-    train_inputs, target = training_targets(config, data)
-    if config.binarize == "dynamic":
-        train_inputs = binarize(data.x_train, torch.Generator().manual_seed(TEST_SEED))
-    x_test = target
-    is_vae = model.kind == "vae"
+    train_inputs, x_test = evaluation_inputs(config, data)
     labelled = data.y_train is not None and data.y_test is not None
-    seconds: dict[str, float] = {}
-
-    def log(message: str) -> None:
-        if progress:
-            print(f"[evaluate {run.path.name}] {message}", flush=True)
-
-    started = time.perf_counter()
-    recon, kl = per_image_loss_parts(model, x_test, target, seed=TEST_SEED)
-    generation: dict[str, float | None] = {
-        **_with_se("test_loss", recon + config.beta * kl),
-        **_with_se("recon_sq_error", reconstruction_squared_error(model, x_test)),
-        "neg_elbo_nats": None, "neg_elbo_nats_se": None, "kl_nats": None,
-        "nll_iwae_nats": None, "nll_iwae_nats_se": None,
-    }
-    if is_vae:
-        generation.update(_with_se("neg_elbo_nats", recon + kl))
-        generation["kl_nats"] = kl.mean().item()
-        if not skip_iwae:
-            log(f"importance-weighted bound, K={k}")
-            bound = iwae_bound(model, x_test, target, k, generator=torch.Generator().manual_seed(seed))
-            generation.update(_with_se("nll_iwae_nats", -bound))
-    seconds["likelihood"] = time.perf_counter() - started
-
-    train_codes, _ = latent.encode_means(model, train_inputs)
     n = min(n_samples or MAX_SAMPLES, len(x_test))
-    generation["classifier_test_accuracy"] = None
-    for sampler in SAMPLERS:
-        generation.update({f"{m}_{sampler}": None for m in ("fd", "precision", "recall", "confidence", "class_entropy_nats")})
-    if not skip_samples and labelled:
-        from vaelab.classifier import get_classifier
-
-        started = time.perf_counter()
-        log("sample quality (training the data set's classifier if it is not cached)")
-        classifier = get_classifier(data, config.data_cache, progress=progress)
-        generation["classifier_test_accuracy"] = classifier.test_accuracy
-        real_features = classifier.features_and_probs(data.x_test[:n])[0].numpy()  # grey-level images
-        for i, sampler in enumerate(SAMPLERS):
-            images = decode_random_points(model, n, sampler, train_codes, seed=seed + i)
-            generation.update(sample_metrics(classifier, real_features, images, sampler))
-        seconds["samples"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    test_codes, test_logvar = latent.encode_means(model, x_test)
-    latent_metrics: dict[str, float | None] = {
-        "active_units": latent.active_units(test_codes),
-        "knn_accuracy": None, "linear_probe_accuracy": None, "silhouette": None, "neighbourhood_agreement": None,
-        "interp_evenness": None, "interp_evenness_se": None, "interp_straightness": None, "interp_straightness_se": None,
-    }
-    if not skip_latent and labelled:
-        log("latent probes and interpolation")
-        y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
-        latent_metrics.update({
-            "knn_accuracy": latent.knn_accuracy(train_codes, y_train, test_codes, y_test, k=KNN_K),
-            "linear_probe_accuracy": latent.linear_probe_accuracy(train_codes, y_train, test_codes, y_test),
-            "silhouette": latent.silhouette(test_codes, y_test, seed=seed),
-            "neighbourhood_agreement": latent.neighbourhood_agreement(test_codes, y_test, k=NEIGHBOURS),
-        })
-        pairs = torch.from_numpy(latent.different_class_pairs(y_test, INTERP_PAIRS, seed=seed))
-        codes = torch.from_numpy(test_codes)
-        evenness, straightness = latent.interpolation_smoothness(model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS)
-        latent_metrics.update(_with_se("interp_evenness", evenness))
-        latent_metrics.update(_with_se("interp_straightness", straightness))
-    seconds["latent"] = time.perf_counter() - started
-
-    kl_per_dim = None
-    if is_vae:
-        kl_per_dim = objectives.gaussian_kl(torch.from_numpy(test_codes), torch.from_numpy(test_logvar)).double().mean(0).tolist()
-    n_classes = int(data.y_test.max()) + 1 if labelled else None
+    say = _reporter(run.path.name, progress)
+    values, missing, seconds = {}, {}, {}
+    with _timed(seconds, "likelihood"):
+        say("test loss and ELBO" + ("" if skip_iwae else f", then the importance-weighted bound with K={k}"))
+        _merge(values, missing, likelihood_measures(model, x_test, config.beta, None if skip_iwae else k, seed,
+                                                    progress))
+    train_codes, _ = latent.encode_means(model, train_inputs)
+    if skip_samples or not labelled:
+        missing.update(_not_computed("samples", "skipped with --skip-samples" if skip_samples else NO_LABELS))
+    else:
+        with _timed(seconds, "samples"):
+            say("sample quality (training the data set's classifier first if it is not cached)")
+            _merge(values, missing, sample_measures(model, data, train_codes, n, seed, config.data_cache, progress))
+    with _timed(seconds, "latent"):
+        test_codes, test_logvar = latent.encode_means(model, x_test)
+        values["active_units"] = latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)
+        if skip_latent or not labelled:
+            missing.update(_not_computed("probes", "skipped with --skip-latent" if skip_latent else NO_LABELS))
+        else:
+            say("latent probes and interpolation")
+            _merge(values, missing, latent_measures(model, train_codes, test_codes, data.y_train.numpy(),
+                                                    data.y_test.numpy(), seed))
+    iwae_k = k if has_likelihood(model) and not skip_iwae else None
+    notes = evaluation_notes(run, data, len(x_test), iwae_k, None if skip_samples or not labelled else n, seed)
+    notes["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
+    notes["not_measured"] = missing
     return {
-        "run": str(run.path),
-        "data": data.name,
-        "model": model.kind,
-        "beta": config.beta,
-        "epoch": run.epoch,
-        "generation": generation,
-        "latent": latent_metrics,
-        "per_dimension": {"kl_nats": kl_per_dim, "mean_variance": latent.mean_variances(test_codes).tolist()},
-        "notes": {
-            "test_images": len(x_test),
-            "likelihood": _targets_note(run),
-            "binarize": config.binarize,
-            "test_loss": "recon + beta*kl per image, one posterior sample (the training objective); AE: squared error",
-            "neg_elbo_nats": "-ELBO = -log p(x|z) (one sample z ~ q) + analytic KL(q(z|x) || N(0,I)), beta = 1",
-            "nll_iwae_nats": (f"-L_K, Burda et al. (2016) eq. 8, K={k} samples per image: an upper bound on -log p(x)"
-                              if is_vae and not skip_iwae else "not computed" if is_vae else "not applicable: the AE has no posterior"),
-            "iwae_k": k if is_vae and not skip_iwae else None,
-            "recon_sq_error": "||x - d(mu(x))||^2 summed over pixels, decoded mean in [0, 1], grey-level x",
-            "samples": (f"{n} decoded means d(z) per sampler, against the first {n} grey-level test images, in the "
-                        "penultimate features of vaelab's classifier (FD is not Inception's FID); "
-                        "prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training codes mu(x)"
-                        if not skip_samples and labelled else "not computed" if labelled else "not computed: no labels"),
-            "precision_recall_k": PR_K,
-            "class_entropy_max_nats": math.log(n_classes) if n_classes else None,
-            "latent": f"codes are encoder means mu(x); k-NN k={KNN_K}, neighbourhood k={NEIGHBOURS}, "
-                      "logistic regression on standardised codes; fitted on train, scored on test",
-            "active_units": "dimensions with Cov_x(mu_d(x)) > 0.01 on the test split (Burda et al. 2016)",
-            "interpolation": f"{INTERP_PAIRS} test pairs of different classes, {INTERP_POINTS} decoded points each; "
-                             "evenness = max step / mean step, straightness = path length / endpoint distance (1 is best)",
-            "seed": seed,
-            "seconds": {name: round(value, 2) for name, value in seconds.items()},
-        },
+        "run": str(run.path), "data": data.name, "model": model.kind, "beta": config.beta, "epoch": run.epoch,
+        **{section: {key: values.get(key) for key in section_keys(section)} for section in SECTIONS},
+        "per_dimension": per_dimension(test_codes, test_logvar),
+        "notes": notes,
+    }
+
+
+def per_dimension(mu: np.ndarray, logvar: np.ndarray | None) -> dict[str, list[float] | None]:
+    """Lists over latent dimensions: the mean KL(q(z_d|x) || N(0, 1)) (None without a posterior variance) and the
+    variance of the posterior mean over the test images."""
+    kl = None
+    if logvar is not None:
+        kl = objectives.gaussian_kl(torch.from_numpy(mu), torch.from_numpy(logvar)).double().mean(0).tolist()
+    return {"kl_nats": kl, "mean_variance": latent.mean_variances(mu).tolist()}
+
+
+def evaluation_notes(run: Run, data: ImageData, n_test: int, iwae_k: int | None, n_samples: int | None,
+                     seed: int) -> dict:
+    """What exactly was computed, written from the constants in vaelab.measures (iwae_k and n_samples are None
+    where the bound or the sample measures were not computed)."""
+    config = run.config
+    if iwae_k is not None:
+        iwae = f"-L_K, Burda et al. (2016) eq. 8, K={iwae_k} samples per image: an upper bound on -log p(x)"
+    else:
+        iwae = "not computed" if has_likelihood(run.model) else "not applicable: the AE has no posterior"
+    labelled = data.y_train is not None and data.y_test is not None
+    if n_samples is not None:
+        samples = (f"{n_samples} decoded means d(z) per sampler, against the first {n_samples} grey-level test "
+                   "images, in the penultimate features of vaelab's classifier (FD is not Inception's FID); "
+                   "prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training codes mu(x)")
+    else:
+        samples = "not computed" if labelled else "not computed: no labels"
+    return {
+        "test_images": n_test,
+        "likelihood": _targets_note(config),
+        "binarize": config.binarize,
+        "test_loss": "recon + beta*kl per image, one posterior sample (the training objective); AE: squared error",
+        "neg_elbo_nats": "-ELBO = -log p(x|z) (one sample z ~ q) + analytic KL(q(z|x) || N(0,I)), beta = 1",
+        "nll_iwae_nats": iwae,
+        "iwae_k": iwae_k,
+        "recon_sq_error": "||x - d(mu(x))||^2 summed over pixels, decoded mean in [0, 1], grey-level x",
+        "samples": samples,
+        "precision_recall_k": PR_K,
+        "class_entropy_max_nats": math.log(int(data.y_test.max()) + 1) if labelled else None,
+        "latent": f"codes are encoder means mu(x); k-NN k={KNN_K}, neighbourhood k={NEIGHBOURS}, "
+                  "logistic regression on standardised codes; fitted on train, scored on test",
+        "active_units": (f"dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} on the test split "
+                         "(Burda et al. 2016)"),
+        "interpolation": f"{INTERP_PAIRS} test pairs of different classes, {INTERP_POINTS} decoded points each; "
+                         "evenness = max step / mean step, straightness = path length / endpoint distance (1 is best)",
+        "seed": seed,
     }

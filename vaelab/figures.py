@@ -18,6 +18,7 @@ from vaelab import objectives, plots
 from vaelab.data import ImageData, check_matches, load_data, training_targets
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
+from vaelab.measures import ACTIVE_UNIT_THRESHOLD
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
 from vaelab.runs import Run, load_run, read_history
 
@@ -27,9 +28,6 @@ QUANTILE_RANGE = (0.05, 0.95)
 # An AutoEncoder has no prior, and its codes may lie far from N(0, I)'s ±1.64: its grid spans this range of
 # its own test codes on each axis (evenly in z), so its panel shows the region its codes fill.
 CODE_RANGE = QUANTILE_RANGE
-# Burda et al. (2016), section 5.2: a latent unit u is active when Var_x(E_q(u|x)[u]) exceeds 0.01 (the
-# threshold vaelab.latent.active_units counts with).
-ACTIVE_UNIT_THRESHOLD = 0.01
 CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vaelab.measures import ACTIVE_UNIT_THRESHOLD, INTERP_POINTS, KNN_K, NEIGHBOURS
 from vaelab.models import AutoEncoder
 
 
@@ -24,7 +25,9 @@ def encode_means(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) ->
     return torch.cat(mus).numpy(), logvar
 
 
-def knn_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, k: int = 5) -> float:
+def knn_accuracy(
+    z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, k: int = KNN_K
+) -> float:
     """Test accuracy of a k-nearest-neighbour vote (Euclidean) among training codes: do similar images lie close?"""
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -53,7 +56,7 @@ def silhouette(z: np.ndarray, y: np.ndarray, max_points: int = 5000, seed: int =
     return float(silhouette_score(z, y, sample_size=sample, random_state=seed))
 
 
-def neighbourhood_agreement(z: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+def neighbourhood_agreement(z: np.ndarray, y: np.ndarray, k: int = NEIGHBOURS) -> float:
     """Mean share of each code's k nearest other codes that carry its label."""
     from sklearn.neighbors import NearestNeighbors
 
@@ -66,8 +69,8 @@ def mean_variances(mu: np.ndarray) -> np.ndarray:
     return mu.astype(np.float64).var(0)
 
 
-def active_units(mu: np.ndarray, threshold: float = 0.01) -> int:
-    """Burda et al. (2016), section 5.2: dimension d is active when Cov_x(E_q[z_d | x]) > 0.01."""
+def active_units(mu: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Burda et al. (2016), section 5.2: dimension d is active when Cov_x(E_q[z_d | x]) > threshold (their 0.01)."""
     return int((mean_variances(mu) > threshold).sum())
 
 
@@ -95,7 +98,7 @@ def decode_line(model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, steps:
 
 @torch.no_grad()
 def interpolation_smoothness(
-    model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, points: int = 16
+    model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, points: int = INTERP_POINTS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode `points` codes on each straight line z_a -> z_b; per pair (max step / mean step, path / endpoint gap).
 

@@ -2,8 +2,10 @@
 
 Both have ``encode(x) -> (mu, logvar)`` (logvar is None for the deterministic AutoEncoder),
 ``decode(z) -> logits`` (B, C, H, W), ``decode_mean(z)`` (the image in [0, 1]) and
-``loss_parts(x, target) -> (recon, kl_per_dim)`` with recon (B,) and kl_per_dim (B, Z), so evaluation and
-plotting code never needs to know which model it holds. Losses themselves live in vaelab.objectives.
+``loss_parts(x) -> (recon, kl_per_dim)`` with recon (B,) and kl_per_dim (B, Z), so evaluation and plotting
+code never needs to know which model it holds. The VAE adds ``log_likelihood(logits, x)``, which scores one
+or K decoder outputs per image, so bounds ask the model for p(x|z) and never its likelihood's name. Losses
+themselves live in vaelab.objectives.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ class AutoEncoder(nn.Module):
         """The decoded image in [0, 1]: the lecture's final Sigmoid."""
         return torch.sigmoid(self.decode(z))
 
-    def loss_parts(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(||x - d(e(x))||² (B,), zeros (B, Z)): the squared error of the image against its reconstruction."""
         z, _ = self.encode(x)
-        recon = objectives.squared_error(self.decode_mean(z), target)  # (B,)
+        recon = objectives.squared_error(self.decode_mean(z), x)  # (B,)
         return recon, z.new_zeros(z.shape)  # no KL term: (B, Z) zeros keep the interface uniform
 
 
@@ -83,7 +86,11 @@ class VAE(AutoEncoder):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def log_likelihood(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) in nats per image, from the decoder's logits.  # (B,)"""
+        """log p(x|z) in nats per image, from the decoder's logits.  # (B,) or (K, B)
+
+        logits (B, C, H, W) score each image's own target (B, C, H, W); logits (K, B, C, H, W), K decoder outputs
+        per image (importance samples), are scored against the image's one target by broadcasting.
+        """
         if self.likelihood == "bernoulli":
             return objectives.bernoulli_log_likelihood(logits, target)
         return objectives.gaussian_log_likelihood(torch.sigmoid(logits), self.pixel_logvar(), target)
@@ -94,11 +101,11 @@ class VAE(AutoEncoder):
             return objectives.soft_clamp(self.raw_pixel_logvar, LOGVAR_BOUND)
         return self.fixed_pixel_logvar
 
-    def loss_parts(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(-E_q[log p(x|z)] estimated with one sample (B,), KL(q(z|x) || N(0, I)) per dimension (B, Z))."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar)
-        recon = -self.log_likelihood(self.decode(z), target)
+        recon = -self.log_likelihood(self.decode(z), x)
         return recon, objectives.gaussian_kl(mu, logvar)
 
 

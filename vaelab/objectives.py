@@ -34,26 +34,55 @@ def gaussian_kl(
         return -0.5 * (1 + logvar_q - mu_q.pow(2) - logvar_q.exp())
     mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
     logvar_p = torch.as_tensor(logvar_p, dtype=mu_q.dtype, device=mu_q.device)
-    # log(sigma_p/sigma_q) = (logvar_p - logvar_q)/2, and dividing by sigma_p² is multiplying by exp(-logvar_p).
-    return 0.5 * (logvar_p - logvar_q) + (logvar_q.exp() + (mu_q - mu_p) ** 2) * (0.5 * torch.exp(-logvar_p)) - 0.5
+    # sigma_q² / sigma_p² as one exp of the difference: exp(logvar_q) and exp(-logvar_p) apart overflow and
+    # underflow in float32 near |logvar| = 89 (inf * 0 = NaN) where the ratio itself is an ordinary number.
+    # The mean term is squared after scaling by 1/sigma_p for the same reason.
+    var_ratio = torch.exp(logvar_q - logvar_p)
+    scaled_gap = (mu_q - mu_p) * torch.exp(-0.5 * logvar_p)
+    return 0.5 * (logvar_p - logvar_q + var_ratio + scaled_gap.pow(2) - 1)
+
+
+def _event_start(prediction: torch.Tensor, target: torch.Tensor) -> int:
+    """The first pixel axis of `prediction`, whose leading axes are (..., B) and target's are (B,).
+
+    A target (B, C, H, W) is scored against predictions (B, C, H, W) or (K, B, C, H, W): the K decoder outputs
+    of each image (importance samples) broadcast against the image's one target, never copied K times.
+    """
+    start = prediction.dim() - target.dim() + 1
+    if start < 1 or prediction.shape[start - 1:] != target.shape:
+        raise ValueError(f"predictions {tuple(prediction.shape)} do not end with the target's {tuple(target.shape)}")
+    return start
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """log p(x|z) = sum_d [x_d log p_d + (1 - x_d) log(1 - p_d)], p = sigmoid(logits).  # (B,)
+    """log p(x|z) = sum_d [x_d log p_d + (1 - x_d) log(1 - p_d)], p = sigmoid(logits).  # (B,) or (K, B)
 
     This is minus the lecture's summed binary cross-entropy. It is computed from logits, which is exact where
     sigmoid-then-log underflows. Grey-level targets in [0, 1] are allowed (the lecture's choice); then the
     value is a cross-entropy rather than a normalised likelihood, and only binary targets give log-probabilities.
+    logits (B, C, H, W) or (K, B, C, H, W) against target (B, C, H, W): see _event_start.
     """
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    return -bce.flatten(1).sum(1)
+    start = _event_start(logits, target)
+    if logits.shape == target.shape:  # the training step: one fused kernel, forward and backward
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return -bce.flatten(start).sum(-1)
+    # K outputs per image: -BCE(l, x) = x l - softplus(l) summed over pixels, the target broadcast over K rather
+    # than expanded: 10-20% faster on a CPU than binary_cross_entropy_with_logits on an expanded target, and than
+    # an einsum for the x l term, which copies the logits once B > 1 (benchmarks/iwae_speed.py).
+    flat = logits.flatten(start)  # (K, B, D)
+    return (flat * target.flatten(1)).sum(-1) - F.softplus(flat).sum(-1)
 
 
 def gaussian_log_likelihood(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, exp(logvar)) summed over pixels: -1/2 sum_d [log 2pi + logvar_d + (x_d - mean_d)² / var_d].  # (B,)"""
-    logvar = torch.as_tensor(logvar, dtype=mean.dtype, device=mean.device).expand_as(mean)
-    nll = 0.5 * (LOG_2PI + logvar + (target - mean) ** 2 * torch.exp(-logvar))
-    return -nll.flatten(1).sum(1)
+    """log N(x; mean, exp(logvar)) summed over pixels: -1/2 sum_d [log 2pi + logvar_d + (x_d - mean_d)² / var_d].
+
+    mean (B, C, H, W) or (K, B, C, H, W) against target (B, C, H, W) (see _event_start); logvar () or
+    (C, H, W) broadcasts against both.  # (B,) or (K, B)
+    """
+    start = _event_start(mean, target)
+    logvar = torch.as_tensor(logvar, dtype=mean.dtype, device=mean.device)
+    nll = 0.5 * (LOG_2PI + logvar + (target - mean) ** 2 * torch.exp(-logvar))  # (..., C, H, W)
+    return -nll.flatten(start).sum(-1)
 
 
 def squared_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,15 +115,3 @@ def kl_with_free_bits(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tenso
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
     """Squash x smoothly into (-bound, bound): bound * tanh(x / bound), the identity near 0 and never flat."""
     return bound * torch.tanh(x / bound)
-
-
-def bernoulli_log_likelihood_shared_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """bernoulli_log_likelihood for K decoder outputs per image scored against the image's one target.  # (K, B)
-
-    logits (K, B, C, H, W), target (B, C, H, W). Uses -BCE(l, x) = x l - softplus(l) summed over pixels, with the
-    target broadcast over K rather than expanded: 10-20% faster on a CPU than binary_cross_entropy_with_logits on
-    an expanded target, and than an einsum for the x l term, which copies the logits once B > 1.
-    """
-    k, b = logits.shape[:2]
-    flat = logits.reshape(k, b, -1)  # (K, B, D)
-    return (flat * target.reshape(b, -1)).sum(-1) - F.softplus(flat).sum(-1)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vaelab.measures import PR_K
+
 
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """||m_r - m_f||² + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) between Gaussians fitted to two feature sets (N, F), (M, F).
@@ -31,7 +33,7 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
 
 
-def kth_neighbour_radii(points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+def kth_neighbour_radii(points: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     """Distance from each point to its k-th nearest other point in the same set.  # (N,)"""
     radii = []
     for start in range(0, len(points), chunk):
@@ -42,7 +44,7 @@ def kth_neighbour_radii(points: torch.Tensor, k: int, chunk: int = 2048) -> torc
 
 
 def fraction_inside_manifold(
-    queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 2048
+    queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 1024
 ) -> float:
     """Share of queries lying within radius_j of some support point j: the k-NN manifold test.  # ()"""
     inside = []
@@ -52,15 +54,20 @@ def fraction_inside_manifold(
     return torch.cat(inside).double().mean().item()
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019), with their k = 3.
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), by default with their k = 3.
 
     The manifold of a set is the union of balls around its points, each of radius the distance to its k-th
     nearest neighbour in the set. Precision: the share of generated points inside the real manifold (are
     samples realistic?). Recall: the share of real points inside the generated manifold (is the data covered?).
+
+    torch.cdist computes ||a||² + ||b||² - 2 a.b, which cancels catastrophically when the points share a large
+    offset (features near 1e4 give P = R = 1 in float32). Both sets are therefore centred on the real set's
+    mean, in float64, before any distance is taken: distances do not change and the cancellation is gone.
     """
-    real_t = torch.as_tensor(np.asarray(real), dtype=torch.float32)
-    fake_t = torch.as_tensor(np.asarray(fake), dtype=torch.float32)
+    real64, fake64 = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
+    centre = real64.mean(0)
+    real_t, fake_t = torch.from_numpy(real64 - centre), torch.from_numpy(fake64 - centre)
     precision = fraction_inside_manifold(fake_t, real_t, kth_neighbour_radii(real_t, k))
     recall = fraction_inside_manifold(real_t, fake_t, kth_neighbour_radii(fake_t, k))
     return precision, recall

@@ -100,7 +100,7 @@ def train(
             except NonFiniteLoss as exc:
                 raise VaelabError(f"{exc}; {folder.state_sentence()} (try a lower --lr or --clip-grad)") from None
             seconds = time.perf_counter() - started
-            test_means = dataset_loss(model, x_test, x_test, beta=config.beta, seed=TEST_SEED)
+            test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED)
             history.append({
                 "epoch": epoch,
                 **{f"train_{k}": v for k, v in train_means.items()},
@@ -155,7 +155,7 @@ def batch_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(training loss, mean recon, mean KL) of one batch, scalars per image scaled as LOSS_SCALING says:
     loss = recon + beta * KL, the KL through free bits (objectives.kl_with_free_bits)."""
-    recon, kl_per_dim = model.loss_parts(x, x)  # (B,), (B, Z)
+    recon, kl_per_dim = model.loss_parts(x)  # (B,), (B, Z)
     recon_mean = recon.mean()
     return recon_mean + beta * objectives.kl_with_free_bits(kl_per_dim, free_bits), recon_mean, kl_per_dim.sum(1).mean()
 
