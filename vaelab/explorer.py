@@ -22,6 +22,7 @@ from torch import nn
 
 from vaelab.data import ImageData, check_matches
 from vaelab.errors import VaelabError
+from vaelab.pca import principal_plane
 from vaelab.plots import CLASS_COLOURS
 from vaelab.atomic import atomic_write_bytes
 from vaelab.runs import Run
@@ -94,26 +95,20 @@ def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """(mean (Z,), basis (2, Z), fraction of the codes' total variance along each plane axis).
 
-    z_dim 2: the latent itself (mean 0, basis I). z_dim > 2: PCA of the codes, the two eigenvectors of their
-    covariance with the largest eigenvalues, each signed so its largest component is positive. z_dim 1: the
-    one axis, and a second basis vector of zeros.
+    z_dim 2: the latent itself (mean 0, basis I). z_dim > 2: vaelab.pca.principal_plane, the plane the figures'
+    PCA scatter shows too (same axes, same signs). z_dim 1: the one axis, and a second basis vector of zeros.
     """
-    n, z_dim = codes.shape
     codes = codes.to(torch.float64)
+    n, z_dim = codes.shape
+    if z_dim > 2:
+        plane = principal_plane(codes.numpy())
+        return torch.from_numpy(plane.mean), torch.from_numpy(plane.axes), plane.variance_shares.tolist()
     centred = codes - codes.mean(0)  # (N, Z)
-    cov = centred.T @ centred / max(n - 1, 1)  # (Z, Z)
-    if z_dim <= 2:
-        mean = torch.zeros(z_dim, dtype=torch.float64)
-        basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
-    else:
-        mean = codes.mean(0)
-        _, eigenvectors = torch.linalg.eigh(cov)  # eigenvalues ascending
-        basis = eigenvectors[:, [-1, -2]].T.clone()  # (2, Z)
-        for row in basis:
-            row *= torch.sign(row[row.abs().argmax()])
-    total = float(torch.trace(cov))
-    along = torch.einsum("kz,zy,ky->k", basis, cov, basis)  # (2,) u_k^T cov u_k
-    return mean, basis, (along / total).tolist() if total > 0 else [0.0, 0.0]
+    variances = (centred ** 2).sum(0) / max(n - 1, 1)  # (Z,)
+    total = float(variances.sum())
+    shares = (variances / total).tolist() if total > 0 else [0.0] * z_dim
+    basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
+    return torch.zeros(z_dim, dtype=torch.float64), basis, (shares + [0.0])[:2]
 
 
 def _view(points: torch.Tensor, prior_centre: list[float] | None) -> list[float]:
