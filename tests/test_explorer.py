@@ -6,6 +6,7 @@ The browser tests fail (never skip) when Playwright or Chromium is missing: .ci/
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
@@ -21,14 +22,16 @@ from torch import nn
 from vaelab import RunConfig, VaelabError, build_model
 from vaelab.cli import main
 from vaelab.data import ImageData
-from vaelab.explorer import explorer_html, latent_codes, latent_plane
+from vaelab.explorer import explorer_html, export_decoder, latent_codes, latent_plane
 from vaelab.runs import Run
 
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's float32 decode_mean
+DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's decode_mean on the same float16 weights
+ONE_GREY_LEVEL = 1 / 255  # the page's decoded probabilities against the float32 model the weights were rounded from
 GREY_TOLERANCE = 1  # canvas pixels against round(255 * p), in 8-bit grey levels
+BROWSER_TIMEOUT_MS = 120_000  # every wait on the browser: conditions polled to this deadline, never fixed sleeps
 
 
 def _plane_point(run: Run, digits: ImageData, index: int) -> list[float]:
@@ -38,9 +41,27 @@ def _plane_point(run: Run, digits: ImageData, index: int) -> list[float]:
     return (mean + (codes[index] - mean) @ basis.T @ basis).tolist()
 
 
-def _decode(run: Run, z: list[float]) -> np.ndarray:
+def _decode(model: nn.Module, z: list[float]) -> np.ndarray:
     with torch.no_grad():
-        return run.model.decode_mean(torch.tensor([z], dtype=torch.float32)).flatten().numpy().astype(np.float64)
+        return model.decode_mean(torch.tensor([z], dtype=torch.float32)).flatten().numpy().astype(np.float64)
+
+
+def _float16_rounded(model: nn.Module) -> nn.Module:
+    """A copy of the model whose decoder weights are rounded to float16, as the page receives them."""
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.decoder.parameters():
+            p.copy_(p.half().float())
+    return rounded
+
+
+def _check_decoded(values, run: Run, z: list[float]) -> np.ndarray:
+    """The page's decode of z equals PyTorch's on the float16-rounded weights, and the float32 model's to within
+    one grey level; returns the former."""
+    expected = _decode(_float16_rounded(run.model), z)
+    np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+    np.testing.assert_allclose(values, _decode(run.model, z), rtol=0, atol=ONE_GREY_LEVEL)
+    return expected
 
 
 def _untrained_run(tmp_path: Path, name: str, seed: int, **fields) -> Run:
@@ -88,6 +109,24 @@ def test_max_points_limits_the_plotted_codes(vae2d_run, digits):
     assert len(json.loads(blob)["points"]["a"]) == 50
 
 
+def test_decoder_weights_travel_as_float16(vae_run):
+    layers = export_decoder(vae_run.model.decoder)
+    modules = [m for m in vae_run.model.decoder if isinstance(m, (nn.Linear, nn.ConvTranspose2d))]
+    assert len(modules) == sum("weight" in layer for layer in layers) >= 2
+    for module, layer in zip(modules, [layer for layer in layers if "weight" in layer]):
+        for name in ("weight", "bias"):
+            stored = np.frombuffer(base64.b64decode(layer[name]), dtype="<f2")  # 2 bytes a value: half of float32's
+            np.testing.assert_array_equal(stored, getattr(module, name).detach().half().flatten().numpy())
+
+
+def test_weights_beyond_float16_are_refused_by_name(tmp_path, digits):
+    run = _untrained_run(tmp_path, "huge", seed=0, z_dim=2)
+    with torch.no_grad():
+        run.model.decoder[0].weight[0, 0] = 1e5  # float16 ends at 65504
+    with pytest.raises(VaelabError, match="layer 0's weight.*float16|float16.*layer 0's weight"):
+        explorer_html(run, digits)
+
+
 def test_explorer_refuses_data_of_another_shape(vae2d_run):
     x = torch.zeros(4, 1, 28, 28)
     with pytest.raises(VaelabError, match="shape"):
@@ -130,7 +169,8 @@ def browser():
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (or set VAELAB_CHROMIUM)")
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                                              timeout=BROWSER_TIMEOUT_MS)
         yield chromium
         chromium.close()
 
@@ -139,6 +179,7 @@ def browser():
 def page(browser):
     """A fresh page; the test fails afterwards if the page logged any console error or threw."""
     context = browser.new_context(viewport={"width": 1000, "height": 1200})
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)  # navigation, screenshots and waits alike
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
@@ -161,10 +202,18 @@ def _hook(page, explorer_id: str, expression: str, *args):
     return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}", [explorer_id, list(args)])
 
 
+def _after_update(page, explorer_id: str, action) -> None:
+    """Do `action`, then wait (polling, up to BROWSER_TIMEOUT_MS) until the explorer has shown a new image."""
+    before = _hook(page, explorer_id, "e.updates")
+    action()
+    page.wait_for_function("([id, n]) => window.vaelabExplorers[id].updates > n", arg=[explorer_id, before],
+                           timeout=BROWSER_TIMEOUT_MS)
+
+
 def _move_pointer_to(page, explorer_id: str, z: list[float]) -> None:
     x, y = _hook(page, explorer_id, "(r => { const p = e.latentToPoint(a[0]); return [r.left + p[0], r.top + p[1]]; })"
                  "(e.mapCanvas.getBoundingClientRect())", z)
-    page.mouse.move(x, y)
+    _after_update(page, explorer_id, lambda: page.mouse.move(x, y))
 
 
 def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
@@ -181,8 +230,7 @@ def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
 def _check_shown_image(page, explorer_id: str, run: Run) -> np.ndarray:
     """What the page decoded at its current z equals PyTorch's decode_mean, and the canvas shows it exactly."""
     z, values, scale = _hook(page, explorer_id, "[e.z, e.values, e.scale]")
-    expected = _decode(run, z)
-    np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+    expected = _check_decoded(values, run, z)
     _, h, w = run.model.image_shape
     grey = np.kron(np.round(255 * expected).reshape(h, w), np.ones((scale, scale)))  # nearest-neighbour upscale
     pixels = _canvas_pixels(page, explorer_id)
@@ -236,7 +284,7 @@ def test_slider_sets_one_latent_coordinate(page, tmp_path, vae_run, digits):
     sliders = page.locator(f"#{explorer_id} .vx-sliders input")
     assert sliders.count() == vae_run.model.z_dim
     sliders.nth(2).focus()
-    page.keyboard.press("End")  # a real key press: the slider jumps to its maximum
+    _after_update(page, explorer_id, lambda: page.keyboard.press("End"))  # a real key press: the slider's maximum
     z = _hook(page, explorer_id, "e.z")
     assert z[2] == pytest.approx(float(sliders.nth(2).get_attribute("max")), abs=1e-3 * abs(z[2]) + 1e-9)
     assert z[:2] + z[3:] == before_z[:2] + before_z[3:]
@@ -255,7 +303,6 @@ def test_every_decoder_layer_type_is_evaluated_like_pytorch(page, tmp_path, digi
     zs = torch.randn(4, run.model.z_dim, generator=torch.Generator().manual_seed(2)).tolist()
     decoded = _hook(page, explorer_id, "a[0].map(z => Array.from(e.decode(z)))", zs)
     for z, values in zip(zs, decoded):
-        expected = _decode(run, z)
+        expected = _check_decoded(values, run, z)
         assert expected.std() > 0.05  # the weights make images that vary, so agreement means something
-        np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
     _check_shown_image(page, explorer_id, run)

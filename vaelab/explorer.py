@@ -1,11 +1,11 @@
 """The live latent explorer: an HTML fragment that decodes latent points in the browser as the pointer moves.
 
-The decoder's layers travel inside the page as base64 float32 (little-endian) in a JSON blob, and
-``explorer.js`` evaluates them in float64, so the page needs no server and no external script. The map
-shows the test images' latent means (posterior means; the AutoEncoder's codes) coloured by label: the latent
-itself when z_dim == 2, otherwise the plane through the codes' mean spanned by their two principal
-directions, where the plane point (a, b) stands for z = mean + a*u1 + b*u2 and one slider per dimension
-shows and sets the full z.
+The decoder's layers travel inside the page as base64 float16 (little-endian) in a JSON blob, and
+``explorer.js`` widens them exactly and evaluates them in float64, so the page needs no server and no external
+script. The map shows the test images' latent means (posterior means; the AutoEncoder's codes) coloured by
+label: the latent itself when z_dim == 2, otherwise the plane through the codes' mean spanned by their two
+principal directions (vaelab.pca, the figures' plane too), where the plane point (a, b) stands for
+z = mean + a*u1 + b*u2 and one slider per dimension shows and sets the full z.
 """
 
 from __future__ import annotations
@@ -34,9 +34,17 @@ PRIOR_RADII = (1.0, 2.0)  # circles of the prior N(0, I) drawn on a VAE's map (1
 SLIDER_PRIOR_RANGE = 3.0  # a VAE's sliders always reach +-3 prior standard deviations
 
 
-def _floats_b64(t: torch.Tensor) -> str:
-    """A tensor as base64 of its float32 values, little-endian, in row-major (C) order."""
-    return base64.b64encode(t.detach().cpu().contiguous().to(torch.float32).numpy().astype("<f4").tobytes()).decode()
+def _halves_b64(t: torch.Tensor, what: str) -> str:
+    """A tensor as base64 of its IEEE 754 float16 values, little-endian, in row-major (C) order.
+
+    float16 halves the page against float32: its 11-bit significand moves a decoded pixel by far less than one
+    grey level (tests/test_explorer.py checks 1/255). Values beyond float16's range (65504) are refused.
+    """
+    half = t.detach().cpu().contiguous().to(torch.float16)
+    if not torch.isfinite(half).all():
+        raise VaelabError(f"the explorer stores decoder weights as float16, and {what} has values beyond its range "
+                          "(|w| > 65504) or not finite: this decoder cannot be shown in the browser")
+    return base64.b64encode(half.numpy().astype("<f2").tobytes()).decode()
 
 
 def _pair(value) -> list[int]:
@@ -52,18 +60,20 @@ def export_decoder(decoder: nn.Module) -> list[dict]:
     if not isinstance(decoder, nn.Sequential):
         raise VaelabError(f"the explorer needs an nn.Sequential decoder, got {type(decoder).__name__}")
     layers = []
-    for module in decoder:
+    for index, module in enumerate(decoder):
         if isinstance(module, nn.Linear):
             layers.append({"type": "linear", "in": module.in_features, "out": module.out_features,
-                           "weight": _floats_b64(module.weight), "bias": _bias(module.bias, module.out_features)})
+                           "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
+                           "bias": _bias(module.bias, module.out_features, index)})
         elif isinstance(module, nn.ConvTranspose2d):
             if module.groups != 1 or module.padding_mode != "zeros":
                 raise VaelabError("the explorer evaluates ConvTranspose2d with groups=1 and zero padding only")
             layers.append({"type": "conv_transpose2d", "in": module.in_channels, "out": module.out_channels,
                            "kernel": _pair(module.kernel_size), "stride": _pair(module.stride),
                            "padding": _pair(module.padding), "output_padding": _pair(module.output_padding),
-                           "dilation": _pair(module.dilation), "weight": _floats_b64(module.weight),
-                           "bias": _bias(module.bias, module.out_channels)})
+                           "dilation": _pair(module.dilation),
+                           "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
+                           "bias": _bias(module.bias, module.out_channels, index)})
         elif isinstance(module, nn.ReLU):
             layers.append({"type": "relu"})
         elif isinstance(module, nn.LeakyReLU):
@@ -82,8 +92,8 @@ def export_decoder(decoder: nn.Module) -> list[dict]:
     return layers
 
 
-def _bias(bias: torch.Tensor | None, n: int) -> str:
-    return _floats_b64(bias if bias is not None else torch.zeros(n))
+def _bias(bias: torch.Tensor | None, n: int, index: int) -> str:
+    return _halves_b64(bias if bias is not None else torch.zeros(n), f"layer {index}'s bias")
 
 
 @torch.no_grad()
