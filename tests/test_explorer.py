@@ -1,6 +1,7 @@
 """The latent explorer: its Python side, and the page itself in a real headless Chromium driven by Playwright.
 
-The browser tests fail (never skip) when Playwright or Chromium is missing: .ci/run installs both.
+The browser tests fail (never skip) when Playwright or Chromium is missing: .ci/run installs both. Their fixtures
+(`browser`, `page`) live in conftest.py, shared with the report's test.
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
+from conftest import BROWSER_TIMEOUT_MS
 from vaelab import RunConfig, VaelabError, build_model
 from vaelab.cli import main
 from vaelab.data import ImageData
 from vaelab.explorer import explorer_html, export_decoder, latent_codes, latent_plane
 from vaelab.runs import Run
 
-CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's decode_mean on the same float16 weights
 ONE_GREY_LEVEL = 1 / 255  # the page's decoded probabilities against the float32 model the weights were rounded from
 GREY_TOLERANCE = 1  # canvas pixels against round(255 * p), in 8-bit grey levels
-BROWSER_TIMEOUT_MS = 120_000  # every wait on the browser: conditions polled to this deadline, never fixed sleeps
 
 
 def _plane_point(run: Run, digits: ImageData, index: int) -> list[float]:
@@ -158,35 +156,6 @@ def test_explore_command_refuses_a_missing_run_in_one_line(tmp_path, capsys):
 
 
 # --- in the browser ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the browser test needs Playwright for Python: pip install 'playwright>=1.40' (no browser download)")
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (or set VAELAB_CHROMIUM)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                                              timeout=BROWSER_TIMEOUT_MS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; the test fails afterwards if the page logged any console error or threw."""
-    context = browser.new_context(viewport={"width": 1000, "height": 1200})
-    context.set_default_timeout(BROWSER_TIMEOUT_MS)  # navigation, screenshots and waits alike
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    yield page
-    context.close()
-    assert errors == []
 
 
 def _open(page, tmp_path: Path, fragments: list[str]) -> list[str]:

@@ -328,10 +328,10 @@
   }
 
   function latentText(z, ab, isLatent) {
-    var text = "z = (" + z.map(fmt).join(",") + " )";
-    if (z.length > 4) {
-      text = "z = (" + z.slice(0, 4).map(fmt).join(",") + ",\n     " + z.slice(4).map(fmt).join(",") + " )";
-    }
+    // Four coordinates a line, so a long z stays as narrow as a phone.
+    var lines = [];
+    for (var i = 0; i < z.length; i += 4) lines.push(z.slice(i, i + 4).map(fmt).join(","));
+    var text = "z = (" + lines.join(",\n     ") + " )";
     if (!isLatent) text += "\nplane point (" + fmt(ab[0]) + "," + fmt(ab[1]) + " )";
     return text;
   }

@@ -235,6 +235,7 @@ STYLE = """
 .vaelab-explorer .vx-title { font-weight: 600; font-size: 15px; margin-bottom: 2px; }
 .vaelab-explorer .vx-help { color: #555; margin-bottom: 8px; }
 .vaelab-explorer .vx-body { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.vaelab-explorer .vx-side { max-width: 100%; }
 .vaelab-explorer canvas { display: block; }
 .vaelab-explorer .vx-map { cursor: crosshair; touch-action: none; }
 .vaelab-explorer .vx-image { image-rendering: pixelated; border: 1px solid #999; }
