@@ -70,7 +70,8 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the browser test needs Playwright for Python: pip install 'playwright>=1.40' (no browser download)")
+        pytest.fail("the browser test needs Playwright for Python: pip install 'playwright>=1.40' "
+                    "(no browser download)")
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (or set VAELAB_CHROMIUM)")
     with sync_playwright() as playwright:

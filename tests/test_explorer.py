@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BROWSER_TIMEOUT_MS
 from sklearn.decomposition import PCA
 from torch import nn
 
-from conftest import BROWSER_TIMEOUT_MS
 from vaelab import RunConfig, VaelabError, build_model
 from vaelab.cli import main
 from vaelab.data import ImageData
@@ -168,7 +168,8 @@ def _open(page, tmp_path: Path, fragments: list[str]) -> list[str]:
 
 def _hook(page, explorer_id: str, expression: str, *args):
     """Evaluate `expression` with e = window.vaelabExplorers[explorer_id] and a = args."""
-    return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}", [explorer_id, list(args)])
+    return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}",
+                         [explorer_id, list(args)])
 
 
 def _after_update(page, explorer_id: str, action) -> None:

@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import BROWSER_TIMEOUT_MS, run_cli
 from test_plots import png_size
+
 from vaelab import cli, report
 from vaelab.compare import comparison_rows
 from vaelab.figures import RunView, why_not
@@ -105,7 +105,8 @@ def comparison_of(views, evals, settings=None) -> Comparison:
 @pytest.fixture(scope="module")
 def page_text(views):
     """The report of the three runs with the default explorers and settings holding a nested object."""
-    return report.build_report(views, comparison_of(views, small_evals(), {"data": "digits", "base_config": {"z_dim": 8}}))
+    settings = {"data": "digits", "base_config": {"z_dim": 8}}
+    return report.build_report(views, comparison_of(views, small_evals(), settings))
 
 
 def section(page_text: str, section_id: str) -> str:
@@ -162,7 +163,7 @@ def test_summary_says_what_was_trained_and_the_headline_numbers(views, page_text
 def _claims(views, evals) -> list[str]:
     """The verdicts of the lecture's two claims in the summary of a report on `evals`."""
     summary = section(report.build_report(views[:2], comparison_of(views, evals), explorers="none"), "summary")
-    return re.findall(r"claim \d: .*?\. ([A-Z][a-z]+(?: not hold| shown| measured)?)", summary)
+    return re.findall(r"claim \d: .*?\. ([A-Z][a-z]+(?: not hold| shown| measured)?):", summary)
 
 
 def test_summary_judges_the_lecture_claims_from_the_numbers(views):
@@ -183,7 +184,8 @@ def test_summary_judges_the_lecture_claims_from_the_numbers(views):
 def test_runs_table_shows_only_the_fields_that_differ_and_folds_the_rest(page_text):
     runs = re.search(r'<section id="runs">(.*?)</section>', page_text, re.S).group(1)
     table, details = runs.split("<details>")
-    assert re.findall(r"<tr><th>(.*?)</th>", table.split("<tbody>")[1]) == ["folder", "epochs trained", "training time", "model", "z_dim"]
+    rows = re.findall(r"<tr><th>(.*?)</th>", table.split("<tbody>")[1])
+    assert rows == ["folder", "epochs trained", "training time", "model", "z_dim"]
     shared = html.unescape(re.sub(r"<[^>]+>", " ", details))
     for field in ("hidden", "beta", "lr", "batch_size", "seed"):
         assert f" {field} " in shared and f">{field}<" not in table
@@ -224,7 +226,7 @@ def test_main_vae_is_the_first_with_beta_one(views):
 def test_explorer_choices_of_the_command_are_the_reports():
     report_parser = cli.build_parser()._subparsers._group_actions[0].choices["report"]
     (action,) = [a for a in report_parser._actions if a.dest == "explorers"]
-    assert tuple(action.choices) == tuple(report.EXPLORERS) and action.default == "auto"
+    assert tuple(action.choices) == report.EXPLORERS and action.default == "auto"
 
 
 def test_report_command_reads_a_compare_folder_and_writes_one_file(ae_run, vae_run, tmp_path, capsys):
@@ -243,7 +245,7 @@ def test_report_command_reads_a_compare_folder_and_writes_one_file(ae_run, vae_r
     assert all(row["metric"] in page for row in rows if row["values"]["vae"] is not None)
     assert {"summary", "latent", "samples", "recon", "interp", "curves", "kl"} <= checker.ids
     assert "posterior" not in checker.ids and "manifold" not in checker.ids  # no 2-D run given
-    assert "Held (3 of 3 measures)" in section(page, "summary")
+    assert "Held: the VAE is better on 3 of 3 measures" in section(page, "summary")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp", "report.html"]
 
 

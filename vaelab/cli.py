@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or a vaelab compare folder")
     p.add_argument("-o", "--output", default="report.html", help="HTML file")
     p.add_argument("--data", help="use this data set's test split instead of each run's")
-    # The choices are vaelab.report.EXPLORERS's keys, written out so that building the parser imports no torch.
+    # The choices are vaelab.report.EXPLORERS, written out so that building the parser imports no torch.
     p.add_argument("--explorers", choices=("auto", "all", "2d", "none"), default="auto",
                    help="which runs get a live latent explorer: auto (default) the 2-D runs and the main VAE "
                    "(the first with beta 1), all, 2d (2-D runs only) or none")

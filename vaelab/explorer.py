@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vaelab.atomic import atomic_write_bytes
 from vaelab.data import ImageData, check_matches
 from vaelab.errors import VaelabError
 from vaelab.pca import principal_plane
 from vaelab.plots import CLASS_COLOURS
-from vaelab.atomic import atomic_write_bytes
 from vaelab.runs import Run
 
 ENCODE_BATCH = 1000  # test images encoded at once; bounds memory on MNIST-sized test sets
@@ -157,7 +157,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
     mean, basis, explained = latent_plane(codes)
     keep = torch.arange(len(codes))
     if len(codes) > max_points:
-        keep = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED))[:max_points].sort().values
+        order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED))
+        keep = order[:max_points].sort().values
     points = (codes[keep] - mean) @ basis.T  # (P, 2) plane coordinates
     is_vae = model.kind == "vae"
     # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal.
@@ -169,7 +170,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         axes = [f"PC{i + 1} of the codes ({100 * f:.0f}% of variance)" for i, f in enumerate(explained)]
     labels = data.y_test[keep].tolist() if data.y_test is not None else None
     return {
-        "title": f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, {data.name})",
+        "title": (f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, "
+                  f"{data.name})"),
         "kind": model.kind,
         "z_dim": z_dim,
         "image_shape": list(model.image_shape),
@@ -246,6 +248,7 @@ STYLE = """
 .vaelab-explorer .vx-legend i { display: inline-block; width: 10px; height: 10px; border-radius: 5px;
   margin-right: 3px; vertical-align: -1px; }
 .vaelab-explorer .vx-sliders { display: grid; grid-template-columns: auto 150px 4.5em; gap: 0 8px;
-  justify-content: start; align-items: center; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px; margin-top: 6px; }
+  justify-content: start; align-items: center; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px;
+  margin-top: 6px; }
 .vaelab-explorer .vx-sliders input { width: 150px; margin: 1px 0; }
 """

@@ -92,8 +92,9 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
         raise VaelabError("a 1-D latent has no 2-D picture; train with --z-dim 2 or more")
     if method == "pca":
         plane = principal_plane(codes)  # the explorer's plane too: same axes, same signs
-        share = plane.variance_shares
-        return plane.project(codes), tuple(f"principal component {i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
+        labels = (f"principal component {i + 1} ({100 * share:.0f}% of variance)"
+                  for i, share in enumerate(plane.variance_shares))
+        return plane.project(codes), tuple(labels)
     if method == "tsne":
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits

@@ -20,8 +20,20 @@ from vaelab.atomic import atomic_write_bytes
 from vaelab.errors import VaelabError
 from vaelab.explorer import explorer_html
 from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
-from vaelab.report_data import (CLAIMS, Claim, Comparison, best_names, claim_verdict, is_number, main_ae, main_vae,
-                                read_comparison, resolve_inputs, standard_error, training_seconds)
+from vaelab.report_data import (
+    CLAIMS,
+    Claim,
+    Comparison,
+    best_names,
+    claim_verdict,
+    is_number,
+    main_ae,
+    main_vae,
+    read_comparison,
+    resolve_inputs,
+    standard_error,
+    training_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -146,12 +158,7 @@ def write_report(
 
 # ----- which runs get a live explorer -----
 
-EXPLORERS = {
-    "auto": "the 2-D runs and the main VAE (the first VAE with beta 1, else the first VAE)",
-    "all": "every run",
-    "2d": "the runs with a 2-D latent",
-    "none": "no run",
-}
+EXPLORERS = ("auto", "all", "2d", "none")  # the choices of `vaelab report --explorers`
 
 
 def check_explorers(choice: str) -> None:
@@ -160,10 +167,13 @@ def check_explorers(choice: str) -> None:
 
 
 def explorer_views(views: list[RunView], choice: str) -> list[RunView]:
-    """The runs that get a live explorer under `choice` (one of EXPLORERS), in report order."""
+    """The runs that get a live explorer, in report order: auto, the 2-D runs and the main VAE
+    (report_data.main_vae); all; 2d, the 2-D runs; none."""
     check_explorers(choice)
-    if choice in ("all", "none"):
-        return list(views) if choice == "all" else []
+    if choice == "none":
+        return []
+    if choice == "all":
+        return list(views)
     main = main_vae(views) if choice == "auto" else None
     return [view for view in views if view.model.z_dim == 2 or view is main]
 
@@ -213,9 +223,8 @@ def _summary_section(views: list[RunView], comparison: Comparison | None) -> str
                      "<code>vaelab evaluate RUN</code> on each run (or <code>vaelab compare</code>).</li>")
         return f'<section id="summary"><h2>Summary</h2><ul>{"".join(items)}</ul></section>'
     runs = list(comparison.columns.values())
-    vae = main_vae(runs)
-    ae = main_ae(runs, vae)
-    vae, ae = (next((n for n, v in comparison.columns.items() if v is run), None) for run in (vae, ae))  # columns
+    vae_run = main_vae(runs)
+    vae, ae = (_column(comparison, run) for run in (vae_run, main_ae(runs, vae_run)))
     headline = _headline(comparison, [name for name in (vae, ae) if name is not None])
     if headline:
         items.append(f"<li>Headline: {headline}.</li>")
@@ -223,6 +232,11 @@ def _summary_section(views: list[RunView], comparison: Comparison | None) -> str
         items.append(f"<li><b>The lecture's claim {number}</b>: {html.escape(claim.text)}. "
                      f"{_claim_verdict(claim, comparison, ae, vae)}</li>")
     return f'<section id="summary"><h2>Summary</h2><ul>{"".join(items)}</ul></section>'
+
+
+def _column(comparison: Comparison, view: RunView | None) -> str | None:
+    """The name of the table column whose run is `view`, or None."""
+    return next((name for name, run in comparison.columns.items() if run is view), None)
 
 
 def _describe(view: RunView) -> str:

@@ -182,9 +182,9 @@ def claim_verdict(comparisons: list[tuple[float, float, str | None, float | None
     verdicts = [measure_verdict(*c) for c in comparisons]
     wins, losses = verdicts.count(1), verdicts.count(-1)
     if wins and not losses:
-        return "held", f"Held ({wins} of {len(verdicts)} measures)"
+        return "held", f"Held: the VAE is better on {wins} of {len(verdicts)} measures"
     if losses and not wins:
-        return "failed", f"Did not hold ({losses} of {len(verdicts)} measures favour the AE)"
+        return "failed", f"Did not hold: the AE is better on {losses} of {len(verdicts)} measures"
     if wins and losses:
-        return "open", f"Mixed ({wins} measures favour the VAE, {losses} the AE)"
+        return "open", f"Mixed: the VAE is better on {wins} of {len(verdicts)} measures, the AE on {losses}"
     return "open", f"Not shown: the differences are within {NOISE_SES:g} standard errors"
