@@ -276,8 +276,8 @@ def _claim_verdict(claim: Claim, comparison: Comparison, ae: str | None, vae: st
                                    standard_error(comparison.evals.get(vae), row["metric"]),
                                    standard_error(comparison.evals.get(ae), row["metric"])) for row in measured])
     evidence = "; ".join(f"{html.escape(_metric_name(row['metric']))} {_value_text(row, vae, comparison)} "
-                         f"({html.escape(vae)}) against {_value_text(row, ae, comparison)} ({html.escape(ae)}), "
-                         f"{row['better']} is better" for row in measured)
+                         f"({html.escape(vae)}) against {_value_text(row, ae, comparison)} ({html.escape(ae)})"
+                         + (f", {row['better']} is better" if row["better"] else "") for row in measured)
     return f'<span class="{status}">{html.escape(verdict)}</span>: {evidence}.'
 
 

@@ -26,7 +26,7 @@ class Comparison:
 
 
 def resolve_inputs(paths: list[Path]) -> tuple[list[Path], dict | None]:
-    """Run folders, and the checked comparison.json when one path is a compare folder (its runs come first)."""
+    """Run folders, and the checked comparison.json when one path is a compare folder (whose runs are used)."""
     if not paths:
         raise VaelabError("name at least one run folder or compare folder")
     run_paths: list[Path] = []
@@ -39,7 +39,7 @@ def resolve_inputs(paths: list[Path]) -> tuple[list[Path], dict | None]:
                 raise VaelabError(f"{path}: only one compare folder can go into a report")
             comparison = check_comparison(_read_json(path / "comparison.json"), path / "comparison.json")
             comparison["models"] = {name: _relative_to(path, Path(run)) for name, run in comparison["models"].items()}
-            run_paths = list(comparison["models"].values()) + run_paths
+            run_paths += comparison["models"].values()
         else:
             run_paths.append(path)
     return run_paths, comparison
