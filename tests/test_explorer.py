@@ -1,11 +1,13 @@
 """The latent explorer: its Python side, and the page itself in a real headless Chromium driven by Playwright.
 
-The browser tests fail (never skip) when Playwright or Chromium is missing: .ci/run installs both.
+The browser tests fail (never skip) when Playwright or Chromium is missing: .ci/run installs both. Their fixtures
+(`browser`, `page`) live in conftest.py, shared with the report's test.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
@@ -15,19 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import BROWSER_TIMEOUT_MS
 from sklearn.decomposition import PCA
 from torch import nn
 
 from vaelab import RunConfig, VaelabError, build_model
 from vaelab.cli import main
 from vaelab.data import ImageData
-from vaelab.explorer import explorer_html, latent_codes, latent_plane
+from vaelab.explorer import explorer_html, export_decoder, latent_codes, latent_plane
 from vaelab.runs import Run
 
-CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's float32 decode_mean
+DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's decode_mean on the same float16 weights
+ONE_GREY_LEVEL = 1 / 255  # the page's decoded probabilities against the float32 model the weights were rounded from
 GREY_TOLERANCE = 1  # canvas pixels against round(255 * p), in 8-bit grey levels
 
 
@@ -38,9 +39,27 @@ def _plane_point(run: Run, digits: ImageData, index: int) -> list[float]:
     return (mean + (codes[index] - mean) @ basis.T @ basis).tolist()
 
 
-def _decode(run: Run, z: list[float]) -> np.ndarray:
+def _decode(model: nn.Module, z: list[float]) -> np.ndarray:
     with torch.no_grad():
-        return run.model.decode_mean(torch.tensor([z], dtype=torch.float32)).flatten().numpy().astype(np.float64)
+        return model.decode_mean(torch.tensor([z], dtype=torch.float32)).flatten().numpy().astype(np.float64)
+
+
+def _float16_rounded(model: nn.Module) -> nn.Module:
+    """A copy of the model whose decoder weights are rounded to float16, as the page receives them."""
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.decoder.parameters():
+            p.copy_(p.half().float())
+    return rounded
+
+
+def _check_decoded(values, run: Run, z: list[float]) -> np.ndarray:
+    """The page's decode of z equals PyTorch's on the float16-rounded weights, and the float32 model's to within
+    one grey level; returns the former."""
+    expected = _decode(_float16_rounded(run.model), z)
+    np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+    np.testing.assert_allclose(values, _decode(run.model, z), rtol=0, atol=ONE_GREY_LEVEL)
+    return expected
 
 
 def _untrained_run(tmp_path: Path, name: str, seed: int, **fields) -> Run:
@@ -88,6 +107,24 @@ def test_max_points_limits_the_plotted_codes(vae2d_run, digits):
     assert len(json.loads(blob)["points"]["a"]) == 50
 
 
+def test_decoder_weights_travel_as_float16(vae_run):
+    layers = export_decoder(vae_run.model.decoder)
+    modules = [m for m in vae_run.model.decoder if isinstance(m, (nn.Linear, nn.ConvTranspose2d))]
+    assert len(modules) == sum("weight" in layer for layer in layers) >= 2
+    for module, layer in zip(modules, [layer for layer in layers if "weight" in layer]):
+        for name in ("weight", "bias"):
+            stored = np.frombuffer(base64.b64decode(layer[name]), dtype="<f2")  # 2 bytes a value: half of float32's
+            np.testing.assert_array_equal(stored, getattr(module, name).detach().half().flatten().numpy())
+
+
+def test_weights_beyond_float16_are_refused_by_name(tmp_path, digits):
+    run = _untrained_run(tmp_path, "huge", seed=0, z_dim=2)
+    with torch.no_grad():
+        run.model.decoder[0].weight[0, 0] = 1e5  # float16 ends at 65504
+    with pytest.raises(VaelabError, match="layer 0's weight.*float16|float16.*layer 0's weight"):
+        explorer_html(run, digits)
+
+
 def test_explorer_refuses_data_of_another_shape(vae2d_run):
     x = torch.zeros(4, 1, 28, 28)
     with pytest.raises(VaelabError, match="shape"):
@@ -121,33 +158,6 @@ def test_explore_command_refuses_a_missing_run_in_one_line(tmp_path, capsys):
 # --- in the browser ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the browser test needs Playwright for Python: pip install 'playwright>=1.40' (no browser download)")
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (or set VAELAB_CHROMIUM)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; the test fails afterwards if the page logged any console error or threw."""
-    context = browser.new_context(viewport={"width": 1000, "height": 1200})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    yield page
-    context.close()
-    assert errors == []
-
-
 def _open(page, tmp_path: Path, fragments: list[str]) -> list[str]:
     path = tmp_path / "explorers.html"
     path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>explorers</title></head>'
@@ -158,13 +168,22 @@ def _open(page, tmp_path: Path, fragments: list[str]) -> list[str]:
 
 def _hook(page, explorer_id: str, expression: str, *args):
     """Evaluate `expression` with e = window.vaelabExplorers[explorer_id] and a = args."""
-    return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}", [explorer_id, list(args)])
+    return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}",
+                         [explorer_id, list(args)])
+
+
+def _after_update(page, explorer_id: str, action) -> None:
+    """Do `action`, then wait (polling, up to BROWSER_TIMEOUT_MS) until the explorer has shown a new image."""
+    before = _hook(page, explorer_id, "e.updates")
+    action()
+    page.wait_for_function("([id, n]) => window.vaelabExplorers[id].updates > n", arg=[explorer_id, before],
+                           timeout=BROWSER_TIMEOUT_MS)
 
 
 def _move_pointer_to(page, explorer_id: str, z: list[float]) -> None:
     x, y = _hook(page, explorer_id, "(r => { const p = e.latentToPoint(a[0]); return [r.left + p[0], r.top + p[1]]; })"
                  "(e.mapCanvas.getBoundingClientRect())", z)
-    page.mouse.move(x, y)
+    _after_update(page, explorer_id, lambda: page.mouse.move(x, y))
 
 
 def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
@@ -181,8 +200,7 @@ def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
 def _check_shown_image(page, explorer_id: str, run: Run) -> np.ndarray:
     """What the page decoded at its current z equals PyTorch's decode_mean, and the canvas shows it exactly."""
     z, values, scale = _hook(page, explorer_id, "[e.z, e.values, e.scale]")
-    expected = _decode(run, z)
-    np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+    expected = _check_decoded(values, run, z)
     _, h, w = run.model.image_shape
     grey = np.kron(np.round(255 * expected).reshape(h, w), np.ones((scale, scale)))  # nearest-neighbour upscale
     pixels = _canvas_pixels(page, explorer_id)
@@ -236,7 +254,7 @@ def test_slider_sets_one_latent_coordinate(page, tmp_path, vae_run, digits):
     sliders = page.locator(f"#{explorer_id} .vx-sliders input")
     assert sliders.count() == vae_run.model.z_dim
     sliders.nth(2).focus()
-    page.keyboard.press("End")  # a real key press: the slider jumps to its maximum
+    _after_update(page, explorer_id, lambda: page.keyboard.press("End"))  # a real key press: the slider's maximum
     z = _hook(page, explorer_id, "e.z")
     assert z[2] == pytest.approx(float(sliders.nth(2).get_attribute("max")), abs=1e-3 * abs(z[2]) + 1e-9)
     assert z[:2] + z[3:] == before_z[:2] + before_z[3:]
@@ -255,7 +273,6 @@ def test_every_decoder_layer_type_is_evaluated_like_pytorch(page, tmp_path, digi
     zs = torch.randn(4, run.model.z_dim, generator=torch.Generator().manual_seed(2)).tolist()
     decoded = _hook(page, explorer_id, "a[0].map(z => Array.from(e.decode(z)))", zs)
     for z, values in zip(zs, decoded):
-        expected = _decode(run, z)
+        expected = _check_decoded(values, run, z)
         assert expected.std() > 0.05  # the weights make images that vary, so agreement means something
-        np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
     _check_shown_image(page, explorer_id, run)

@@ -314,7 +314,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from vaelab.report import write_report
 
-    write_report(args.runs, args.output, args.data, explorers=not args.no_explorer)
+    write_report(args.runs, args.output, args.data, explorers=args.explorers)
     print(f"report of {', '.join(args.runs)} -> {args.output} (one self-contained HTML file)")
     return 0
 
@@ -409,7 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or a vaelab compare folder")
     p.add_argument("-o", "--output", default="report.html", help="HTML file (default %(default)s)")
     p.add_argument("--data", help="use this data set's test split instead of each run's")
-    p.add_argument("--no-explorer", action="store_true", help="leave out the live latent explorers")
+    # The choices are vaelab.report.EXPLORERS, written out so that building the parser imports no torch.
+    p.add_argument("--explorers", choices=("auto", "all", "2d", "none"), default="auto",
+                   help="which runs get a live latent explorer: auto (default) the 2-D runs and the main VAE "
+                   "(the first with beta 1), all, 2d (2-D runs only) or none")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -1,10 +1,12 @@
 /* vaelab latent explorer: decodes latent points in the browser with a run's decoder, as the pointer moves.
  *
  * Each fragment written by vaelab/explorer.py holds a JSON blob (class "vx-data") and calls
- * window.vaelabExplorer.mount(itsDiv). The decoder's weights are float32 (base64, little-endian) and are
- * evaluated in float64, so the page agrees with PyTorch's float32 decoder to about 1e-6.
+ * window.vaelabExplorer.mount(itsDiv). The decoder's weights are float16 (base64, little-endian), widened
+ * exactly and evaluated in float64: the page agrees with PyTorch's decoder on the same float16-rounded weights
+ * to about 1e-6, and with the float32 decoder to well within one grey level.
  * window.vaelabExplorers[id] exposes each explorer for tests: decode(z), pointToLatent(px, py) and
- * latentToPoint(z) (pixels from the map canvas's top-left as displayed), the current z and decoded values.
+ * latentToPoint(z) (pixels from the map canvas's top-left as displayed), the current z and decoded values, and
+ * the count of updates shown so far.
  */
 (function () {
   "use strict";
@@ -13,12 +15,20 @@
   var MAP = { left: 56, top: 12, size: 330, bottom: 46, right: 14 }; // plot box inside the map canvas (CSS px)
   var IMAGE_PX = 200; // the decoded image is shown about this wide, upscaled by a whole factor
 
-  function floats(b64) {
-    // base64 of little-endian float32 -> Float64Array (exact widening; sums then run in float64).
-    var bin = atob(b64), view = new DataView(new ArrayBuffer(bin.length));
-    for (var i = 0; i < bin.length; i++) view.setUint8(i, bin.charCodeAt(i));
-    var out = new Float64Array(bin.length / 4);
-    for (var j = 0; j < out.length; j++) out[j] = view.getFloat32(4 * j, true);
+  function halfToNumber(bits) {
+    // IEEE 754 binary16: 1 sign bit, 5 exponent bits (bias 15), 10 fraction bits; exponent 0 is subnormal.
+    var sign = bits & 0x8000 ? -1 : 1, exponent = (bits >> 10) & 0x1f, fraction = bits & 0x3ff;
+    if (exponent === 0) return sign * fraction * Math.pow(2, -24);
+    if (exponent === 31) return fraction ? NaN : sign * Infinity;
+    return sign * (1024 + fraction) * Math.pow(2, exponent - 25);
+  }
+
+  function halves(b64) {
+    // base64 of little-endian float16 -> Float64Array (exact widening; sums then run in float64).
+    var bin = atob(b64), out = new Float64Array(bin.length / 2);
+    for (var j = 0; j < out.length; j++) {
+      out[j] = halfToNumber(bin.charCodeAt(2 * j) | (bin.charCodeAt(2 * j + 1) << 8));
+    }
     return out;
   }
 
@@ -81,7 +91,7 @@
   };
 
   function makeDecoder(layers) {
-    layers.forEach(function (l) { if (l.weight) { l.w = floats(l.weight); l.b = floats(l.bias); } });
+    layers.forEach(function (l) { if (l.weight) { l.w = halves(l.weight); l.b = halves(l.bias); } });
     // decode_mean: the decoder's logits through a sigmoid, flattened in (C, H, W) order.
     return function decode(z) {
       var x = Float64Array.from(z), shape = [x.length];
@@ -115,17 +125,63 @@
     return e;
   }
 
-  function mount(root) {
-    var data = JSON.parse(root.querySelector("script.vx-data").textContent);
-    var decode = makeDecoder(data.decoder);
-    var plane = data.plane, zDim = data.z_dim, view = data.view;
-    var C = data.image_shape[0], H = data.image_shape[1], W = data.image_shape[2];
-    var scale = Math.max(1, Math.floor(IMAGE_PX / Math.max(H, W)));
+  // ----- geometry: map pixels, plane coordinates (a, b) and latent points z -----
 
-    // Layout: title, one line of instructions, map | (image, z, sliders), legend.
+  function mapSize() {
+    return { width: MAP.left + MAP.size + MAP.right, height: MAP.top + MAP.size + MAP.bottom };
+  }
+
+  function geometry(plane, view) {
+    // view = [a_min, a_max, b_min, b_max] of the plot box; b grows upwards as on a plot.
+    return {
+      planeToPoint: function (a, b) {
+        return [MAP.left + (a - view[0]) / (view[1] - view[0]) * MAP.size,
+                MAP.top + (view[3] - b) / (view[3] - view[2]) * MAP.size];
+      },
+      pointToPlane: function (px, py) {
+        // Pointer positions outside the plot box are clamped to its edge, so a drag can run past it.
+        var u = Math.min(1, Math.max(0, (px - MAP.left) / MAP.size));
+        var v = Math.min(1, Math.max(0, (py - MAP.top) / MAP.size));
+        return [view[0] + u * (view[1] - view[0]), view[3] - v * (view[3] - view[2])];
+      },
+      planeToLatent: function (a, b) {
+        // z = mean + a * u1 + b * u2
+        return plane.mean.map(function (m, i) { return m + a * plane.basis[0][i] + b * plane.basis[1][i]; });
+      },
+      latentToPlane: function (z) {
+        // The orthogonal projection onto the plane: (u1 . (z - mean), u2 . (z - mean)).
+        return plane.basis.map(function (u) {
+          return u.reduce(function (s, ui, i) { return s + ui * (z[i] - plane.mean[i]); }, 0);
+        });
+      },
+      unit: MAP.size / (view[1] - view[0]) // map pixels per latent unit (equal on both axes)
+    };
+  }
+
+  function displayed(mapCanvas, geo) {
+    // Latent points and CSS pixels from the map canvas's top-left as displayed, which may be shrunk to fit.
+    var size = mapSize();
+    return {
+      toLatent: function (px, py) {
+        var r = mapCanvas.getBoundingClientRect();
+        var ab = geo.pointToPlane(px * size.width / r.width, py * size.height / r.height);
+        return geo.planeToLatent(ab[0], ab[1]);
+      },
+      fromLatent: function (z) {
+        var r = mapCanvas.getBoundingClientRect(), ab = geo.latentToPlane(z), p = geo.planeToPoint(ab[0], ab[1]);
+        return [p[0] * r.width / size.width, p[1] * r.height / size.height];
+      }
+    };
+  }
+
+  // ----- layout -----
+
+  function buildLayout(root, data) {
+    // Title, one line of instructions, map | (image, z, sliders), legend.
     el("div", "vx-title", root, data.title);
     el("div", "vx-help", root, "Move the pointer over the map (or drag on it) to decode that latent point; " +
-      (plane.is_latent ? "" : "the map is a 2-D plane of the " + zDim + "-D latent, the sliders set every coordinate; ") +
+      (data.plane.is_latent ? "" : "the map is a 2-D plane of the " + data.z_dim +
+        "-D latent, the sliders set every coordinate; ") +
       "dots are test images' " + data.codes_name + ".");
     var body = el("div", "vx-body", root);
     var mapCanvas = el("canvas", "vx-map", body);
@@ -134,191 +190,221 @@
     var image = el("canvas", "vx-image", side);
     el("div", "vx-caption", side, "latent point z");
     var zText = el("div", "vx-z", side);
-    var legend = el("div", "vx-legend", root);
+    return { mapCanvas: mapCanvas, side: side, image: image, zText: zText, legend: el("div", "vx-legend", root) };
+  }
 
-    var mapW = MAP.left + MAP.size + MAP.right, mapH = MAP.top + MAP.size + MAP.bottom;
-    var dpr = window.devicePixelRatio || 1;
-    mapCanvas.width = Math.round(mapW * dpr); mapCanvas.height = Math.round(mapH * dpr);
+  function sizeCanvases(dom, imageShape, scale, dpr) {
+    var size = mapSize();
+    dom.mapCanvas.width = Math.round(size.width * dpr); dom.mapCanvas.height = Math.round(size.height * dpr);
     // On a narrow screen the map shrinks with the page (max-width 100%); pointer positions are rescaled.
-    mapCanvas.style.width = mapW + "px"; mapCanvas.style.maxWidth = "100%"; mapCanvas.style.height = "auto";
-    image.width = W * scale; image.height = H * scale;
-    var ctx = mapCanvas.getContext("2d"), imageCtx = image.getContext("2d");
+    dom.mapCanvas.style.width = size.width + "px"; dom.mapCanvas.style.maxWidth = "100%";
+    dom.mapCanvas.style.height = "auto";
+    dom.image.width = imageShape[2] * scale; dom.image.height = imageShape[1] * scale;
+  }
 
-    function planeToPoint(a, b) {
-      return [MAP.left + (a - view[0]) / (view[1] - view[0]) * MAP.size,
-              MAP.top + (view[3] - b) / (view[3] - view[2]) * MAP.size];
-    }
-    function pointToPlane(px, py) {
-      // Pointer positions outside the plot box are clamped to its edge, so a drag can run past it.
-      var u = Math.min(1, Math.max(0, (px - MAP.left) / MAP.size));
-      var v = Math.min(1, Math.max(0, (py - MAP.top) / MAP.size));
-      return [view[0] + u * (view[1] - view[0]), view[3] - v * (view[3] - view[2])];
-    }
-    function planeToLatent(a, b) {
-      // z = mean + a * u1 + b * u2
-      return plane.mean.map(function (m, i) { return m + a * plane.basis[0][i] + b * plane.basis[1][i]; });
-    }
-    function latentToPlane(z) {
-      // The orthogonal projection onto the plane: (u1 . (z - mean), u2 . (z - mean)).
-      return plane.basis.map(function (u) {
-        return u.reduce(function (s, ui, i) { return s + ui * (z[i] - plane.mean[i]); }, 0);
-      });
-    }
+  function buildLegend(legend, data) {
+    el("div", "", legend, "\u2295 current z" + (data.plane.is_latent ? "" : " (projected onto the plane)") +
+      (data.prior_centre ? "   \u2022   dashed circles: the prior N(0, I) at 1\u03c3 and 2\u03c3" : ""));
+    if (!data.points.label) return;
+    var seen = {};
+    data.points.label.forEach(function (l) { seen[l] = true; });
+    el("span", "", legend, "dot colour = test label: ");
+    Object.keys(seen).map(Number).sort(function (a, b) { return a - b; }).forEach(function (l) {
+      var item = el("span", "", legend);
+      el("i", "", item).style.background = colour(data.palette, l);
+      item.appendChild(document.createTextNode(String(l)));
+    });
+  }
 
-    var background = drawBackground();
-    var state = { z: null, values: null };
-    var sliders = data.sliders ? buildSliders() : null;
+  function buildSliders(side, ranges, onSlide) {
+    // One range input per latent dimension; onSlide(d, value) when the user moves slider d.
+    el("div", "vx-caption", side, "one slider per latent dimension");
+    var box = el("div", "vx-sliders", side);
+    return ranges.map(function (range, d) {
+      el("label", "", box, "z" + (d + 1));
+      var input = el("input", "", box);
+      input.type = "range"; input.min = range[0]; input.max = range[1];
+      input.step = (range[1] - range[0]) / 500;
+      input.setAttribute("aria-label", "latent dimension " + (d + 1));
+      var value = el("span", "", box);
+      input.addEventListener("input", function () { onSlide(d, parseFloat(input.value)); });
+      return { input: input, value: value };
+    });
+  }
 
-    function drawBackground() {
-      var bg = document.createElement("canvas");
-      bg.width = mapCanvas.width; bg.height = mapCanvas.height;
-      var g = bg.getContext("2d");
-      g.scale(dpr, dpr);
-      g.fillStyle = "#fff"; g.fillRect(0, 0, mapW, mapH);
-      g.save();
-      g.beginPath(); g.rect(MAP.left, MAP.top, MAP.size, MAP.size); g.clip();
-      g.fillStyle = "#fafafa"; g.fillRect(MAP.left, MAP.top, MAP.size, MAP.size);
-      var pts = data.points, labels = pts.label;
-      g.globalAlpha = 0.7;
-      for (var i = 0; i < pts.a.length; i++) {
-        var p = planeToPoint(pts.a[i], pts.b[i]);
-        g.fillStyle = labels ? data.palette[((labels[i] % 10) + 10) % 10] : data.palette[0];
-        g.beginPath(); g.arc(p[0], p[1], 2.2, 0, 2 * Math.PI); g.fill();
+  // ----- drawing -----
+
+  var FONT = "system-ui, 'DejaVu Sans', sans-serif";
+
+  function colour(palette, label) { return palette[((label % 10) + 10) % 10]; }
+
+  function drawPoints(g, data, geo) {
+    var pts = data.points, labels = pts.label;
+    g.fillStyle = "#fafafa"; g.fillRect(MAP.left, MAP.top, MAP.size, MAP.size);
+    g.globalAlpha = 0.7;
+    for (var i = 0; i < pts.a.length; i++) {
+      var p = geo.planeToPoint(pts.a[i], pts.b[i]);
+      g.fillStyle = labels ? colour(data.palette, labels[i]) : data.palette[0];
+      g.beginPath(); g.arc(p[0], p[1], 2.2, 0, 2 * Math.PI); g.fill();
+    }
+    g.globalAlpha = 1;
+  }
+
+  function drawPrior(g, data, geo) {
+    // Dashed circles of the prior N(0, I) at data.prior_radii standard deviations, labelled near the outer one.
+    var centre = geo.planeToPoint(data.prior_centre[0], data.prior_centre[1]), outer = data.prior_radii[1] * geo.unit;
+    g.strokeStyle = "#444"; g.lineWidth = 1.2; g.setLineDash([5, 4]);
+    data.prior_radii.forEach(function (r) {
+      g.beginPath(); g.arc(centre[0], centre[1], r * geo.unit, 0, 2 * Math.PI); g.stroke();
+    });
+    g.setLineDash([]);
+    g.fillStyle = "#444"; g.font = "11px " + FONT; g.textAlign = "left";
+    g.fillText("prior N(0, I): 1σ, 2σ", Math.min(centre[0] + 2 + outer * 0.71, MAP.left + MAP.size - 110),
+               Math.max(centre[1] - outer * 0.71 - 4, MAP.top + 12));
+  }
+
+  function drawAxes(g, plane, view, geo) {
+    // Box, ticks with plane coordinates, and the axes' names.
+    var bottom = MAP.top + MAP.size;
+    g.strokeStyle = "#333"; g.lineWidth = 1; g.strokeRect(MAP.left, MAP.top, MAP.size, MAP.size);
+    g.fillStyle = "#333"; g.font = "11px " + FONT;
+    g.textAlign = "center"; g.textBaseline = "top";
+    niceTicks(view[0], view[1], 6).forEach(function (t) {
+      var x = geo.planeToPoint(t, 0)[0];
+      g.beginPath(); g.moveTo(x, bottom); g.lineTo(x, bottom + 4); g.stroke();
+      g.fillText(String(+t.toPrecision(6)), x, bottom + 6);
+    });
+    g.textAlign = "right"; g.textBaseline = "middle";
+    niceTicks(view[2], view[3], 6).forEach(function (t) {
+      var y = geo.planeToPoint(0, t)[1];
+      g.beginPath(); g.moveTo(MAP.left - 4, y); g.lineTo(MAP.left, y); g.stroke();
+      g.fillText(String(+t.toPrecision(6)), MAP.left - 6, y);
+    });
+    g.font = "12px " + FONT; g.textAlign = "center"; g.textBaseline = "alphabetic";
+    g.fillText(plane.axes[0], MAP.left + MAP.size / 2, bottom + 36);
+    g.save(); g.translate(16, MAP.top + MAP.size / 2); g.rotate(-Math.PI / 2);
+    g.fillText(plane.axes[1], 0, 0); g.restore();
+  }
+
+  function drawBackground(data, geo, width, height, dpr) {
+    // The map without the marker, drawn once into an off-screen canvas of the map canvas's size.
+    var bg = document.createElement("canvas"), size = mapSize();
+    bg.width = width; bg.height = height;
+    var g = bg.getContext("2d");
+    g.scale(dpr, dpr);
+    g.fillStyle = "#fff"; g.fillRect(0, 0, size.width, size.height);
+    g.save();
+    g.beginPath(); g.rect(MAP.left, MAP.top, MAP.size, MAP.size); g.clip();
+    drawPoints(g, data, geo);
+    if (data.prior_centre) drawPrior(g, data, geo);
+    g.restore();
+    drawAxes(g, data.plane, data.view, geo);
+    return bg;
+  }
+
+  function drawMarker(ctx, background, p, dpr) {
+    // The background, then a circled cross at map point p.
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(background, 0, 0);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.arc(p[0], p[1], 6, 0, 2 * Math.PI); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(p[0] - 10, p[1]); ctx.lineTo(p[0] + 10, p[1]);
+    ctx.moveTo(p[0], p[1] - 10); ctx.lineTo(p[0], p[1] + 10); ctx.stroke();
+  }
+
+  function drawImage(ctx, values, imageShape, scale) {
+    // Nearest-neighbour upscaling written pixel by pixel, so every canvas pixel is exactly round(255 * p).
+    var C = imageShape[0], H = imageShape[1], W = imageShape[2], pixels = H * W;
+    var out = ctx.createImageData(W * scale, H * scale), px = out.data;
+    for (var y = 0; y < H * scale; y++) {
+      for (var x = 0; x < W * scale; x++) {
+        var src = Math.floor(y / scale) * W + Math.floor(x / scale), o = 4 * (y * W * scale + x);
+        for (var c = 0; c < 3; c++) px[o + c] = Math.round(255 * values[(C === 3 ? c * pixels : 0) + src]);
+        px[o + 3] = 255;
       }
-      g.globalAlpha = 1;
-      if (data.prior_centre) {
-        var centre = planeToPoint(data.prior_centre[0], data.prior_centre[1]), unit = MAP.size / (view[1] - view[0]);
-        g.strokeStyle = "#444"; g.lineWidth = 1.2; g.setLineDash([5, 4]);
-        data.prior_radii.forEach(function (r) { g.beginPath(); g.arc(centre[0], centre[1], r * unit, 0, 2 * Math.PI); g.stroke(); });
-        g.setLineDash([]);
-        g.fillStyle = "#444"; g.font = "11px system-ui, 'DejaVu Sans', sans-serif"; g.textAlign = "left";
-        g.fillText("prior N(0, I): 1σ, 2σ", Math.min(centre[0] + 2 + data.prior_radii[1] * unit * 0.71, MAP.left + MAP.size - 110),
-                   Math.max(centre[1] - data.prior_radii[1] * unit * 0.71 - 4, MAP.top + 12));
-      }
-      g.restore();
-      // Axes: box, ticks with latent coordinates, names.
-      g.strokeStyle = "#333"; g.lineWidth = 1; g.strokeRect(MAP.left, MAP.top, MAP.size, MAP.size);
-      g.fillStyle = "#333"; g.font = "11px system-ui, 'DejaVu Sans', sans-serif";
-      g.textAlign = "center"; g.textBaseline = "top";
-      niceTicks(view[0], view[1], 6).forEach(function (t) {
-        var x = planeToPoint(t, 0)[0];
-        g.beginPath(); g.moveTo(x, MAP.top + MAP.size); g.lineTo(x, MAP.top + MAP.size + 4); g.stroke();
-        g.fillText(String(+t.toPrecision(6)), x, MAP.top + MAP.size + 6);
-      });
-      g.textAlign = "right"; g.textBaseline = "middle";
-      niceTicks(view[2], view[3], 6).forEach(function (t) {
-        var y = planeToPoint(0, t)[1];
-        g.beginPath(); g.moveTo(MAP.left - 4, y); g.lineTo(MAP.left, y); g.stroke();
-        g.fillText(String(+t.toPrecision(6)), MAP.left - 6, y);
-      });
-      g.font = "12px system-ui, 'DejaVu Sans', sans-serif"; g.textAlign = "center"; g.textBaseline = "alphabetic";
-      g.fillText(plane.axes[0], MAP.left + MAP.size / 2, MAP.top + MAP.size + 36);
-      g.save(); g.translate(16, MAP.top + MAP.size / 2); g.rotate(-Math.PI / 2);
-      g.fillText(plane.axes[1], 0, 0); g.restore();
-      return bg;
     }
+    ctx.putImageData(out, 0, 0);
+  }
 
-    function buildSliders() {
-      el("div", "vx-caption", side, "one slider per latent dimension");
-      var box = el("div", "vx-sliders", side);
-      return data.sliders.map(function (range, d) {
-        el("label", "", box, "z" + (d + 1));
-        var input = el("input", "", box);
-        input.type = "range"; input.min = range[0]; input.max = range[1];
-        input.step = (range[1] - range[0]) / 500;
-        input.setAttribute("aria-label", "latent dimension " + (d + 1));
-        var value = el("span", "", box);
-        input.addEventListener("input", function () {
-          var z = state.z.slice();
-          z[d] = parseFloat(input.value);
-          show(z);
-        });
-        return { input: input, value: value };
-      });
-    }
+  function latentText(z, ab, isLatent) {
+    // Four coordinates a line, so a long z stays as narrow as a phone.
+    var lines = [];
+    for (var i = 0; i < z.length; i += 4) lines.push(z.slice(i, i + 4).map(fmt).join(","));
+    var text = "z = (" + lines.join(",\n     ") + " )";
+    if (!isLatent) text += "\nplane point (" + fmt(ab[0]) + "," + fmt(ab[1]) + " )";
+    return text;
+  }
 
-    function drawImage(values) {
-      // Nearest-neighbour upscaling written pixel by pixel, so every canvas pixel is exactly round(255 * p).
-      var out = imageCtx.createImageData(W * scale, H * scale), px = out.data, pixels = H * W;
-      for (var y = 0; y < H * scale; y++) {
-        for (var x = 0; x < W * scale; x++) {
-          var src = Math.floor(y / scale) * W + Math.floor(x / scale), o = 4 * (y * W * scale + x);
-          for (var c = 0; c < 3; c++) px[o + c] = Math.round(255 * values[(C === 3 ? c * pixels : 0) + src]);
-          px[o + 3] = 255;
-        }
-      }
-      imageCtx.putImageData(out, 0, 0);
+  // ----- wiring -----
+
+  function wirePointer(mapCanvas, onPoint) {
+    // onPoint(px, py) in CSS pixels from the map's top-left as displayed: on mouse moves, and on touch or pen
+    // drags; a drag that leaves the map keeps decoding (pointer capture).
+    function onPointer(event) {
+      if (event.type === "pointermove" && event.pointerType !== "mouse" && !event.buttons) return;
+      var r = mapCanvas.getBoundingClientRect();
+      onPoint(event.clientX - r.left, event.clientY - r.top);
     }
+    mapCanvas.addEventListener("pointermove", onPointer);
+    mapCanvas.addEventListener("pointerdown", function (event) {
+      mapCanvas.setPointerCapture(event.pointerId);
+      onPointer(event);
+    });
+  }
+
+  function register(root, api) {
+    // window.vaelabExplorers[id] = api, under a fresh id when the same fragment was pasted twice.
+    var registry = window.vaelabExplorers = window.vaelabExplorers || {};
+    var id = root.id;
+    for (var n = 2; registry[id]; n++) id = root.id + "-" + n;
+    root.dataset.explorerId = id;
+    registry[id] = api;
+  }
+
+  function mount(root) {
+    var data = JSON.parse(root.querySelector("script.vx-data").textContent);
+    var decode = makeDecoder(data.decoder), geo = geometry(data.plane, data.view);
+    var scale = Math.max(1, Math.floor(IMAGE_PX / Math.max(data.image_shape[1], data.image_shape[2])));
+    var dpr = window.devicePixelRatio || 1;
+    var dom = buildLayout(root, data);
+    sizeCanvases(dom, data.image_shape, scale, dpr);
+    var mapCtx = dom.mapCanvas.getContext("2d"), imageCtx = dom.image.getContext("2d");
+    var background = drawBackground(data, geo, dom.mapCanvas.width, dom.mapCanvas.height, dpr);
+    var state = { z: null, values: null, updates: 0 };
+    var sliders = data.sliders && buildSliders(dom.side, data.sliders, function (d, value) {
+      var z = state.z.slice();
+      z[d] = value;
+      show(z);
+    });
 
     function show(z) {
       state.z = z;
       state.values = decode(z);
-      drawImage(state.values);
-      var ab = latentToPlane(z), p = planeToPoint(ab[0], ab[1]);
-      ctx.setTransform(1, 0, 0, 1, 0, 0);
-      ctx.drawImage(background, 0, 0);
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-      ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
-      ctx.beginPath(); ctx.arc(p[0], p[1], 6, 0, 2 * Math.PI); ctx.stroke();
-      ctx.beginPath(); ctx.moveTo(p[0] - 10, p[1]); ctx.lineTo(p[0] + 10, p[1]);
-      ctx.moveTo(p[0], p[1] - 10); ctx.lineTo(p[0], p[1] + 10); ctx.stroke();
-      var text = "z = (" + z.map(fmt).join(",") + " )";
-      if (zDim > 4) text = "z = (" + z.slice(0, 4).map(fmt).join(",") + ",\n     " + z.slice(4).map(fmt).join(",") + " )";
-      if (!plane.is_latent) text += "\nplane point (" + fmt(ab[0]) + "," + fmt(ab[1]) + " )";
-      zText.textContent = text;
+      state.updates += 1;
+      drawImage(imageCtx, state.values, data.image_shape, scale);
+      var ab = geo.latentToPlane(z);
+      drawMarker(mapCtx, background, geo.planeToPoint(ab[0], ab[1]), dpr);
+      dom.zText.textContent = latentText(z, ab, data.plane.is_latent);
       if (sliders) sliders.forEach(function (s, d) { s.input.value = z[d]; s.value.textContent = fmt(z[d]); });
     }
 
-    function displayedToLatent(px, py) {
-      // (px, py): CSS pixels from the map's top-left corner as displayed, which may be shrunk to fit.
-      var r = mapCanvas.getBoundingClientRect(), ab = pointToPlane(px * mapW / r.width, py * mapH / r.height);
-      return planeToLatent(ab[0], ab[1]);
-    }
-    function latentToDisplayed(z) {
-      var r = mapCanvas.getBoundingClientRect(), ab = latentToPlane(z), p = planeToPoint(ab[0], ab[1]);
-      return [p[0] * r.width / mapW, p[1] * r.height / mapH];
-    }
-
-    function onPointer(event) {
-      if (event.type === "pointermove" && event.pointerType !== "mouse" && !event.buttons) return;
-      var r = mapCanvas.getBoundingClientRect();
-      show(displayedToLatent(event.clientX - r.left, event.clientY - r.top));
-    }
-    mapCanvas.addEventListener("pointermove", onPointer);
-    mapCanvas.addEventListener("pointerdown", function (event) {
-      mapCanvas.setPointerCapture(event.pointerId); // keep decoding while a drag leaves the map
-      onPointer(event);
-    });
-
-    el("div", "", legend, "\u2295 current z" + (plane.is_latent ? "" : " (projected onto the plane)") +
-      (data.prior_centre ? "   \u2022   dashed circles: the prior N(0, I) at 1\u03c3 and 2\u03c3" : ""));
-    if (data.points.label) {
-      var seen = {};
-      data.points.label.forEach(function (l) { seen[l] = true; });
-      el("span", "", legend, "dot colour = test label: ");
-      Object.keys(seen).map(Number).sort(function (a, b) { return a - b; }).forEach(function (l) {
-        var item = el("span", "", legend);
-        el("i", "", item).style.background = data.palette[((l % 10) + 10) % 10];
-        item.appendChild(document.createTextNode(String(l)));
-      });
-    }
+    var shown = displayed(dom.mapCanvas, geo);
+    wirePointer(dom.mapCanvas, function (px, py) { show(shown.toLatent(px, py)); });
+    buildLegend(dom.legend, data);
     show(data.start.slice());
-
-    var registry = window.vaelabExplorers = window.vaelabExplorers || {};
-    var id = root.id;
-    for (var n = 2; registry[id]; n++) id = root.id + "-" + n; // the same fragment pasted twice
-    root.dataset.explorerId = id;
-    registry[id] = {
+    register(root, {
       decode: decode,
-      pointToLatent: displayedToLatent,
-      latentToPoint: latentToDisplayed,
+      pointToLatent: shown.toLatent,
+      latentToPoint: shown.fromLatent,
       setZ: show,
       get z() { return state.z.slice(); },
       get values() { return Array.from(state.values); },
+      get updates() { return state.updates; }, // images shown so far: tests wait for it to grow after an input
       scale: scale,
-      mapCanvas: mapCanvas,
-      imageCanvas: image
-    };
+      mapCanvas: dom.mapCanvas,
+      imageCanvas: dom.image
+    });
   }
 
   window.vaelabExplorer = { mount: mount };

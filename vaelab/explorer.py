@@ -1,11 +1,11 @@
 """The live latent explorer: an HTML fragment that decodes latent points in the browser as the pointer moves.
 
-The decoder's layers travel inside the page as base64 float32 (little-endian) in a JSON blob, and
-``explorer.js`` evaluates them in float64, so the page needs no server and no external script. The map
-shows the test images' latent means (posterior means; the AutoEncoder's codes) coloured by label: the latent
-itself when z_dim == 2, otherwise the plane through the codes' mean spanned by their two principal
-directions, where the plane point (a, b) stands for z = mean + a*u1 + b*u2 and one slider per dimension
-shows and sets the full z.
+The decoder's layers travel inside the page as base64 float16 (little-endian) in a JSON blob, and
+``explorer.js`` widens them exactly and evaluates them in float64, so the page needs no server and no external
+script. The map shows the test images' latent means (posterior means; the AutoEncoder's codes) coloured by
+label: the latent itself when z_dim == 2, otherwise the plane through the codes' mean spanned by their two
+principal directions (vaelab.pca, the figures' plane too), where the plane point (a, b) stands for
+z = mean + a*u1 + b*u2 and one slider per dimension shows and sets the full z.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vaelab.atomic import atomic_write_bytes
 from vaelab.data import ImageData, check_matches, training_targets
 from vaelab.errors import VaelabError
+from vaelab.pca import principal_plane
 from vaelab.plots import CLASS_COLOURS
-from vaelab.atomic import atomic_write_bytes
 from vaelab.runs import Run
 
 ENCODE_BATCH = 1000  # test images encoded at once; bounds memory on MNIST-sized test sets
@@ -33,9 +34,17 @@ PRIOR_RADII = (1.0, 2.0)  # circles of the prior N(0, I) drawn on a VAE's map (1
 SLIDER_PRIOR_RANGE = 3.0  # a VAE's sliders always reach +-3 prior standard deviations
 
 
-def _floats_b64(t: torch.Tensor) -> str:
-    """A tensor as base64 of its float32 values, little-endian, in row-major (C) order."""
-    return base64.b64encode(t.detach().cpu().contiguous().to(torch.float32).numpy().astype("<f4").tobytes()).decode()
+def _halves_b64(t: torch.Tensor, what: str) -> str:
+    """A tensor as base64 of its IEEE 754 float16 values, little-endian, in row-major (C) order.
+
+    float16 halves the page against float32: its 11-bit significand moves a decoded pixel by far less than one
+    grey level (tests/test_explorer.py checks 1/255). Values beyond float16's range (65504) are refused.
+    """
+    half = t.detach().cpu().contiguous().to(torch.float16)
+    if not torch.isfinite(half).all():
+        raise VaelabError(f"the explorer stores decoder weights as float16, and {what} has values beyond its range "
+                          "(|w| > 65504) or not finite: this decoder cannot be shown in the browser")
+    return base64.b64encode(half.numpy().astype("<f2").tobytes()).decode()
 
 
 def _pair(value) -> list[int]:
@@ -51,18 +60,20 @@ def export_decoder(decoder: nn.Module) -> list[dict]:
     if not isinstance(decoder, nn.Sequential):
         raise VaelabError(f"the explorer needs an nn.Sequential decoder, got {type(decoder).__name__}")
     layers = []
-    for module in decoder:
+    for index, module in enumerate(decoder):
         if isinstance(module, nn.Linear):
             layers.append({"type": "linear", "in": module.in_features, "out": module.out_features,
-                           "weight": _floats_b64(module.weight), "bias": _bias(module.bias, module.out_features)})
+                           "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
+                           "bias": _bias(module.bias, module.out_features, index)})
         elif isinstance(module, nn.ConvTranspose2d):
             if module.groups != 1 or module.padding_mode != "zeros":
                 raise VaelabError("the explorer evaluates ConvTranspose2d with groups=1 and zero padding only")
             layers.append({"type": "conv_transpose2d", "in": module.in_channels, "out": module.out_channels,
                            "kernel": _pair(module.kernel_size), "stride": _pair(module.stride),
                            "padding": _pair(module.padding), "output_padding": _pair(module.output_padding),
-                           "dilation": _pair(module.dilation), "weight": _floats_b64(module.weight),
-                           "bias": _bias(module.bias, module.out_channels)})
+                           "dilation": _pair(module.dilation),
+                           "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
+                           "bias": _bias(module.bias, module.out_channels, index)})
         elif isinstance(module, nn.ReLU):
             layers.append({"type": "relu"})
         elif isinstance(module, nn.LeakyReLU):
@@ -81,8 +92,8 @@ def export_decoder(decoder: nn.Module) -> list[dict]:
     return layers
 
 
-def _bias(bias: torch.Tensor | None, n: int) -> str:
-    return _floats_b64(bias if bias is not None else torch.zeros(n))
+def _bias(bias: torch.Tensor | None, n: int, index: int) -> str:
+    return _halves_b64(bias if bias is not None else torch.zeros(n), f"layer {index}'s bias")
 
 
 @torch.no_grad()
@@ -94,26 +105,20 @@ def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """(mean (Z,), basis (2, Z), fraction of the codes' total variance along each plane axis).
 
-    z_dim 2: the latent itself (mean 0, basis I). z_dim > 2: PCA of the codes, the two eigenvectors of their
-    covariance with the largest eigenvalues, each signed so its largest component is positive. z_dim 1: the
-    one axis, and a second basis vector of zeros.
+    z_dim 2: the latent itself (mean 0, basis I). z_dim > 2: vaelab.pca.principal_plane, the plane the figures'
+    PCA scatter shows too (same axes, same signs). z_dim 1: the one axis, and a second basis vector of zeros.
     """
-    n, z_dim = codes.shape
     codes = codes.to(torch.float64)
+    n, z_dim = codes.shape
+    if z_dim > 2:
+        plane = principal_plane(codes.numpy())
+        return torch.from_numpy(plane.mean), torch.from_numpy(plane.axes), plane.variance_shares.tolist()
     centred = codes - codes.mean(0)  # (N, Z)
-    cov = centred.T @ centred / max(n - 1, 1)  # (Z, Z)
-    if z_dim <= 2:
-        mean = torch.zeros(z_dim, dtype=torch.float64)
-        basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
-    else:
-        mean = codes.mean(0)
-        _, eigenvectors = torch.linalg.eigh(cov)  # eigenvalues ascending
-        basis = eigenvectors[:, [-1, -2]].T.clone()  # (2, Z)
-        for row in basis:
-            row *= torch.sign(row[row.abs().argmax()])
-    total = float(torch.trace(cov))
-    along = torch.einsum("kz,zy,ky->k", basis, cov, basis)  # (2,) u_k^T cov u_k
-    return mean, basis, (along / total).tolist() if total > 0 else [0.0, 0.0]
+    variances = (centred ** 2).sum(0) / max(n - 1, 1)  # (Z,)
+    total = float(variances.sum())
+    shares = (variances / total).tolist() if total > 0 else [0.0] * z_dim
+    basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
+    return torch.zeros(z_dim, dtype=torch.float64), basis, (shares + [0.0])[:2]
 
 
 def _view(points: torch.Tensor, prior_centre: list[float] | None) -> list[float]:
@@ -150,7 +155,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
     mean, basis, explained = latent_plane(codes)
     keep = torch.arange(len(codes))
     if len(codes) > max_points:
-        keep = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED))[:max_points].sort().values
+        order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED))
+        keep = order[:max_points].sort().values
     points = (codes[keep] - mean) @ basis.T  # (P, 2) plane coordinates
     is_vae = model.kind == "vae"
     # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal.
@@ -162,7 +168,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         axes = [f"PC{i + 1} of the codes ({100 * f:.0f}% of variance)" for i, f in enumerate(explained)]
     labels = data.y_test[keep].tolist() if data.y_test is not None else None
     return {
-        "title": f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, {data.name})",
+        "title": (f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, "
+                  f"{data.name})"),
         "kind": model.kind,
         "z_dim": z_dim,
         "image_shape": list(model.image_shape),
@@ -228,6 +235,7 @@ STYLE = """
 .vaelab-explorer .vx-title { font-weight: 600; font-size: 15px; margin-bottom: 2px; }
 .vaelab-explorer .vx-help { color: #555; margin-bottom: 8px; }
 .vaelab-explorer .vx-body { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.vaelab-explorer .vx-side { max-width: 100%; }
 .vaelab-explorer canvas { display: block; }
 .vaelab-explorer .vx-map { cursor: crosshair; touch-action: none; }
 .vaelab-explorer .vx-image { image-rendering: pixelated; border: 1px solid #999; }
@@ -238,6 +246,7 @@ STYLE = """
 .vaelab-explorer .vx-legend i { display: inline-block; width: 10px; height: 10px; border-radius: 5px;
   margin-right: 3px; vertical-align: -1px; }
 .vaelab-explorer .vx-sliders { display: grid; grid-template-columns: auto 150px 4.5em; gap: 0 8px;
-  justify-content: start; align-items: center; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px; margin-top: 6px; }
+  justify-content: start; align-items: center; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px;
+  margin-top: 6px; }
 .vaelab-explorer .vx-sliders input { width: 150px; margin: 1px 0; }
 """

@@ -20,6 +20,7 @@ from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD
 from vaelab.models import AutoEncoder, reconstruct, sample_prior
+from vaelab.pca import principal_plane
 from vaelab.runs import Run, load_run, read_history
 
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
@@ -99,10 +100,10 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
     if codes.shape[1] == 1:
         raise VaelabError("a 1-D latent has no 2-D picture; train with --z-dim 2 or more")
     if method == "pca":
-        centred = codes - codes.mean(0)
-        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        share = singular ** 2 / (singular ** 2).sum()
-        return centred @ vt[:2].T, tuple(f"principal component {i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2))
+        plane = principal_plane(codes)  # the explorer's plane too: same axes, same signs
+        labels = (f"principal component {i + 1} ({100 * share:.0f}% of variance)"
+                  for i, share in enumerate(plane.variance_shares))
+        return plane.project(codes), tuple(labels)
     if method == "tsne":
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits

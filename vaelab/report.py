@@ -1,23 +1,39 @@
-"""One self-contained HTML report of several runs: configurations, the comparison table, every figure, explorers.
+"""One self-contained HTML report of several runs: a summary, the comparison, the runs, every figure, explorers.
 
 Nothing in the page points outside it: figures are PNG data: URIs, the style sheet is inline, and the latent
 explorers (vaelab.explorer) carry their decoders as inline data. It reads on a phone: a viewport meta tag,
-images that shrink to the screen, and tables that scroll sideways inside their own box.
+figures that shrink to the screen, and tables that turn into one block per row on narrow screens, so at
+400 px nothing scrolls sideways.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from vaelab import plots
-from vaelab.errors import VaelabError
-from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
 from vaelab.atomic import atomic_write_bytes
+from vaelab.errors import VaelabError
+from vaelab.explorer import explorer_html
+from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
+from vaelab.report_data import (
+    CLAIMS,
+    Claim,
+    Comparison,
+    best_names,
+    claim_verdict,
+    is_number,
+    main_ae,
+    main_vae,
+    read_comparison,
+    resolve_inputs,
+    standard_error,
+    training_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -72,109 +88,123 @@ SECTIONS = (
             "inactive (the variance of μ_u(x) over the test images is at most 0.01, Burda et al. 2016)."),
 )
 
-PHONE_MIN_WIDTH_PX = 600  # narrowest a figure is drawn; narrower screens scroll it sideways
+# How comparison.json's metric keys read in the table; a key missing here is shown as it is.
+METRIC_NAMES = {
+    "nll_iwae_nats": "NLL bound (IWAE), nats",
+    "neg_elbo_nats": "negative ELBO, nats",
+    "kl_nats": "KL to the prior, nats",
+    "test_loss": "own training loss",
+    "recon_sq_error": "reconstruction error",
+    "classifier_test_accuracy": "classifier's test accuracy",
+    **{f"{measure}_{sampler}": f"{name}, {where}"
+       for sampler, where in (("prior", "prior samples"), ("fitted", "fitted-Gaussian samples"))
+       for measure, name in (("fd", "Fréchet distance"), ("precision", "precision"), ("recall", "recall"),
+                             ("confidence", "classifier confidence"), ("class_entropy_nats", "class entropy, nats"))},
+    "knn_accuracy": "k-NN accuracy",
+    "linear_probe_accuracy": "linear probe accuracy",
+    "silhouette": "silhouette",
+    "neighbourhood_agreement": "neighbourhood agreement",
+    "active_units": "active units",
+    "interp_evenness": "interpolation evenness",
+    "interp_straightness": "interpolation straightness",
+}
 
 STYLE = """
 * { box-sizing: border-box; }
 body { font: 16px/1.5 system-ui, 'DejaVu Sans', sans-serif; color: #222; margin: 0 auto; padding: 12px;
-  max-width: 1100px; }
+  max-width: 1100px; overflow-wrap: anywhere; }
 h1 { font-size: 1.6em; margin: 0.4em 0; } h2 { font-size: 1.3em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 nav ul { padding-left: 1.2em; } a { color: #0055aa; }
 figure { margin: 1em 0; } figure img { display: block; max-width: 100%; height: auto; margin: 0.3em 0; }
 figcaption { color: #444; font-size: 0.95em; margin-top: 0.4em; }
-.scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.9em; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { background: #e6f2e6; font-weight: 700; }
-tr.differs th { background: #fff6d5; }
-th.metric { min-width: 14em; max-width: 30em; }
-th.metric .desc { display: block; font-weight: 400; color: #555; font-size: 0.9em; }
+th.metric { min-width: 12em; max-width: 30em; }
+.desc { display: block; font-weight: 400; color: #555; font-size: 0.9em; }
+.se { color: #666; font-weight: 400; white-space: nowrap; }
 .note { color: #666; font-size: 0.9em; }
+.held { color: #1a6b1a; } .failed { color: #a02020; } .open { color: #8a5a00; }
+details { margin: 0.6em 0; } summary { cursor: pointer; }
+dl.shared { display: grid; grid-template-columns: max-content 1fr; gap: 0 1em; margin: 0.5em 0; }
+dl.shared dt { font-weight: 600; } dl.shared dd { margin: 0; }
 code { font-size: 0.95em; }
+/* Narrow screens: each table row becomes a block whose cells name their column, so nothing scrolls sideways. */
+@media (max-width: 700px) {
+  table.stack, table.stack tbody, table.stack tr, table.stack th, table.stack td { display: block; width: 100%; }
+  table.stack thead { display: none; }
+  table.stack tr { border: 1px solid #ccc; margin-bottom: 0.6em; }
+  table.stack th, table.stack td { border: none; max-width: none; }
+  table.stack td { text-align: left; }
+  table.stack td[data-label]::before { content: attr(data-label) ": "; font-weight: 400; color: #555; }
+}
 """
 
 
 def write_report(
-    paths: list[str | Path], out: str | Path, data_source: str | None = None, explorers: bool = True
+    paths: list[str | Path], out: str | Path, data_source: str | None = None, explorers: str = "auto"
 ) -> None:
-    """Write the report of run folders, or of a `vaelab compare` folder (holding comparison.json), to `out`."""
+    """Write the report of run folders, or of a `vaelab compare` folder (holding comparison.json), to `out`.
+
+    explorers: which runs get a live latent explorer, one of EXPLORERS.
+    """
+    check_explorers(explorers)
     out = plots.check_output_path(out, ".html")
-    run_paths, comparison = resolve_inputs([Path(p) for p in paths])
+    run_paths, compared = resolve_inputs([Path(p) for p in paths])
     views = open_runs(run_paths, data_source)
-    if comparison is None:
-        comparison = comparison_from_evals(views)
+    comparison = read_comparison(views, compared)
     atomic_write_bytes(out, build_report(views, comparison, explorers=explorers).encode("utf-8"))
 
 
-def resolve_inputs(paths: list[Path]) -> tuple[list[Path], dict | None]:
-    """Run folders, and the comparison when one path is a compare folder (its models' run folders are used)."""
-    if not paths:
-        raise VaelabError("name at least one run folder or compare folder")
-    run_paths: list[Path] = []
-    comparison = None
-    for path in paths:
-        if not path.is_dir():
-            raise VaelabError(f"{path}: no such run folder")
-        if (path / "comparison.json").is_file():
-            if comparison is not None:
-                raise VaelabError(f"{path}: only one compare folder can go into a report")
-            comparison = _read_json(path / "comparison.json")
-            models = comparison.get("models")
-            if not isinstance(models, dict) or not isinstance(comparison.get("rows"), list):
-                raise VaelabError(f"{path / 'comparison.json'}: needs 'models' and 'rows' as vaelab compare writes them")
-            run_paths += [_relative_to(path, Path(run)) for run in models.values()]
-        else:
-            run_paths.append(path)
-    return run_paths, comparison
+# ----- which runs get a live explorer -----
+
+EXPLORERS = ("auto", "all", "2d", "none")  # the choices of `vaelab report --explorers`
 
 
-def _relative_to(folder: Path, run: Path) -> Path:
-    """A run path recorded in comparison.json: as written if it exists, else relative to the compare folder."""
-    return run if run.is_absolute() or run.is_dir() else folder / run
+def check_explorers(choice: str) -> None:
+    if choice not in EXPLORERS:
+        raise VaelabError(f"--explorers must be one of {', '.join(EXPLORERS)}; got {choice!r}")
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VaelabError(f"{path}: unreadable ({exc})") from None
+def explorer_views(views: list[RunView], choice: str) -> list[RunView]:
+    """The runs that get a live explorer, in report order: auto, the 2-D runs and the main VAE
+    (report_data.main_vae); all; 2d, the 2-D runs; none."""
+    check_explorers(choice)
+    if choice == "none":
+        return []
+    if choice == "all":
+        return list(views)
+    main = main_vae(views) if choice == "auto" else None
+    return [view for view in views if view.model.z_dim == 2 or view is main]
 
 
-def comparison_from_evals(views: list[RunView]) -> dict | None:
-    """The comparison of the runs' eval.json files (vaelab.compare.comparison_rows), or None without them."""
-    evals = {v.name: _read_json(v.run.path / "eval.json") for v in views if (v.run.path / "eval.json").is_file()}
-    if not evals:
-        return None
-    try:
-        from vaelab.compare import comparison_rows
-    except ImportError:
-        return None
-    return {"rows": comparison_rows(evals)}
+# ----- the page -----
 
-
-def build_report(views: list[RunView], comparison: dict | None, explorers: bool = True) -> str:
+def build_report(views: list[RunView], comparison: Comparison | None, explorers: str = "auto") -> str:
     """The whole page as a string."""
     body = [f"<h1>vaelab report: {html.escape(', '.join(v.name for v in views))}</h1>",
             f'<p class="note">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Everything is inside this '
             "one file; it needs no network.</p>"]
-    contents = [("runs", "Runs and their configurations"), ("comparison", "Comparison")]
+    contents = [("summary", "Summary"), ("comparison", "Comparison"), ("runs", "Runs and their configurations")]
     sections = []
     for section in SECTIONS:
         fitting = [v for v in views if why_not(section.kind, v) is None]
         if fitting:
             sections.append((section, fitting))
             contents.append((section.kind, section.heading))
-    if explorers and _explorer() is not None:
+    explored = explorer_views(views, explorers)
+    if explored:
         contents.append(("explorer", "Live latent explorer"))
     body.append("<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in contents)
                 + "</ul></nav>")
-    body.append(_runs_section(views))
+    body.append(_summary_section(views, comparison))
     body.append(_comparison_section(comparison))
+    body.append(_runs_section(views))
     for section, fitting in sections:
         body.append(_figure_section(section, fitting))
-    if explorers and _explorer() is not None:
-        body.append(_explorer_section(views))
+    if explored:
+        body.append(_explorer_section(explored, len(views)))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -183,63 +213,175 @@ def build_report(views: list[RunView], comparison: dict | None, explorers: bool 
     )
 
 
-def _runs_section(views: list[RunView]) -> str:
-    """One table: a row per configuration field, a column per run; fields that differ between runs are marked."""
-    configs = [v.run.config.to_dict() for v in views]
-    head = "".join(f"<th>{html.escape(v.name)}</th>" for v in views)
-    rows = [
-        "<tr><th>folder</th>" + "".join(f"<td><code>{html.escape(str(v.run.path))}</code></td>" for v in views) + "</tr>",
-        "<tr><th>epochs trained</th>" + "".join(f"<td>{v.run.epoch}</td>" for v in views) + "</tr>",
-    ]
-    for key in configs[0]:
-        values = [json.dumps(c[key]) if isinstance(c[key], list) else str(c[key]) for c in configs]
-        marked = ' class="differs"' if len(set(values)) > 1 else ""
-        rows.append(f"<tr{marked}><th>{html.escape(key)}</th>"
-                    + "".join(f"<td>{html.escape(value)}</td>" for value in values) + "</tr>")
-    note = ('<p class="note">Highlighted rows differ between the runs. Every field is a flag of '
-            "<code>vaelab train</code> (z_dim is --z-dim).</p>") if len(views) > 1 else ""
-    return (f'<section id="runs"><h2>Runs and their configurations</h2>{note}'
-            f'<div class="scroll"><table><thead><tr><th>setting</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div></section>")
+def _summary_section(views: list[RunView], comparison: Comparison | None) -> str:
+    """What was trained, the headline numbers, and whether the lecture's two claims held, from the table."""
+    trained = "; ".join(f"<b>{html.escape(v.name)}</b> ({html.escape(_describe(v))})" for v in views)
+    data = sorted({v.data.name for v in views})
+    items = [f"<li>{len(views)} run{'s' if len(views) > 1 else ''} on {html.escape(', '.join(data))}: "
+             f"{trained}.</li>"]
+    if comparison is None:
+        items.append('<li>No evaluation yet, so the lecture\'s claims are not tested here: run '
+                     "<code>vaelab evaluate RUN</code> on each run (or <code>vaelab compare</code>).</li>")
+        return f'<section id="summary"><h2>Summary</h2><ul>{"".join(items)}</ul></section>'
+    runs = list(comparison.columns.values())
+    vae_run = main_vae(runs)
+    vae, ae = (_column(comparison, run) for run in (vae_run, main_ae(runs, vae_run)))
+    headline = _headline(comparison, [name for name in (vae, ae) if name is not None])
+    if headline:
+        items.append(f"<li>Headline: {headline}.</li>")
+    for number, claim in enumerate(CLAIMS, 1):
+        items.append(f"<li><b>The lecture's claim {number}</b>: {html.escape(claim.text)}. "
+                     f"{_claim_verdict(claim, comparison, ae, vae)}</li>")
+    return f'<section id="summary"><h2>Summary</h2><ul>{"".join(items)}</ul></section>'
 
 
-def _comparison_section(comparison: dict | None) -> str:
+def _column(comparison: Comparison, view: RunView | None) -> str | None:
+    """The name of the table column whose run is `view`, or None."""
+    return next((name for name, run in comparison.columns.items() if run is view), None)
+
+
+def _describe(view: RunView) -> str:
+    config = view.run.config
+    beta = f", β = {config.beta:g}" if view.model.kind == "vae" else ""
+    return (f"{view.model.kind.upper()}, {view.model.z_dim}-D latent{beta}, {view.run.epoch} epochs, "
+            f"trained in {_duration(training_seconds(view))}")
+
+
+HEADLINE_METRICS = ("nll_iwae_nats", "neg_elbo_nats", "recon_sq_error", "knn_accuracy")
+
+
+def _headline(comparison: Comparison, names: list[str]) -> str:
+    """The main VAE's and AE's values of HEADLINE_METRICS, where measured."""
+    parts = []
+    for row in comparison.rows:
+        if row["metric"] not in HEADLINE_METRICS:
+            continue
+        values = [f"{html.escape(n)} {_value_text(row, n, comparison)}" for n in names
+                  if row["values"].get(n) is not None]
+        if values:
+            parts.append(f"{html.escape(_metric_name(row['metric']))}: {', '.join(values)}")
+    return "; ".join(parts)
+
+
+def _claim_verdict(claim: Claim, comparison: Comparison, ae: str | None, vae: str | None) -> str:
+    """Whether the claim held for the columns `vae` against `ae`, and the numbers it was judged on, as HTML."""
+    if ae is None or vae is None:
+        return '<span class="open">Not tested: the table needs an AutoEncoder and a VAE.</span>'
+    rows = {row["metric"]: row for row in comparison.rows}
+    measured = [rows[m] for m in claim.metrics
+                if m in rows and all(is_number(rows[m]["values"].get(n)) and math.isfinite(rows[m]["values"][n])
+                                     for n in (ae, vae))]
+    if not measured:
+        return f'<span class="open">Not measured: {html.escape(claim.missing)}.</span>'
+    status, verdict = claim_verdict([(row["values"][vae], row["values"][ae], row.get("better"),
+                                   standard_error(comparison.evals.get(vae), row["metric"]),
+                                   standard_error(comparison.evals.get(ae), row["metric"])) for row in measured])
+    evidence = "; ".join(f"{html.escape(_metric_name(row['metric']))} {_value_text(row, vae, comparison)} "
+                         f"({html.escape(vae)}) against {_value_text(row, ae, comparison)} ({html.escape(ae)})"
+                         + (f", {row['better']} is better" if row["better"] else "") for row in measured)
+    return f'<span class="{status}">{html.escape(verdict)}</span>: {evidence}.'
+
+
+def _metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def _value_text(row: dict, name: str, comparison: Comparison) -> str:
+    """A cell's value with its ± standard error where eval.json has one, as HTML."""
+    text = _format(row["values"].get(name))
+    se = standard_error(comparison.evals.get(name), row["metric"])
+    return text + (f' <span class="se">± {_format(se, significant=True)}</span>' if se is not None else "")
+
+
+def _comparison_section(comparison: Comparison | None) -> str:
     heading = '<section id="comparison"><h2>Comparison</h2>'
-    if not comparison or not comparison.get("rows"):
+    if comparison is None or not comparison.rows:
         return (heading + '<p class="note">No evaluation yet: run <code>vaelab evaluate RUN</code> on each run '
                 "(or <code>vaelab compare</code>) and write the report again to fill this table.</p></section>")
-    rows = [row for row in comparison["rows"] if any(v is not None for v in row.get("values", {}).values())]
-    names = list(dict.fromkeys(name for row in rows for name in row.get("values", {})))
+    rows = [row for row in comparison.rows if any(v is not None for v in row["values"].values())]
+    names = list(comparison.columns)
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     lines = []
     for row in rows:
-        best = row.get("best")
-        best = set(best) if isinstance(best, list) else {best}
+        best = set(best_names(row.get("best")))
         cells = "".join(
-            f'<td class="num{" best" if n in best else ""}">{_format(row["values"].get(n))}'
-            f'{" ★" if n in best else ""}</td>' for n in names
+            f'<td class="num{" best" if n in best else ""}" data-label="{html.escape(n)}">'
+            f'{_value_text(row, n, comparison)}{" ★" if n in best else ""}</td>' for n in names
         )
-        lines.append(f'<tr><th class="metric">{html.escape(str(row.get("metric", "")))}'
-                     f'<span class="desc">{html.escape(str(row.get("description", "")))}</span></th>'
-                     f"<td>{html.escape(str(row.get('better') or '–'))}</td>{cells}</tr>")
-    settings = comparison.get("settings")
-    note = (f'<p class="note">Settings: <code>{html.escape(json.dumps(settings))}</code></p>' if settings else "")
+        lines.append(f'<tr><th class="metric">{html.escape(_metric_name(row["metric"]))} '
+                     f'<code class="note">{html.escape(row["metric"])}</code>'
+                     f'<span class="desc">{html.escape(row.get("description", ""))}</span></th>'
+                     f'<td data-label="better">{html.escape(row.get("better") or "–")}</td>{cells}</tr>')
     return (heading + '<p class="note">★ and green: the best value of the row, by its fixed direction (none when '
-            "tied or when the row has none); –: not applicable or not computed. Metrics no model has are left out.</p>"
-            f'<div class="scroll"><table><thead><tr><th>metric and what it measures</th><th>better</th>{head}</tr>'
-            f"</thead><tbody>{''.join(lines)}</tbody></table></div>{note}</section>")
+            "tied or when the row has none); ± one standard error over test images, where measured; –: not "
+            "applicable or not computed. Metrics no model has are left out.</p>"
+            f'<table class="stack"><thead><tr><th>metric and what it measures</th><th>better</th>{head}</tr>'
+            f"</thead><tbody>{''.join(lines)}</tbody></table>{_settings_note(comparison.settings)}</section>")
 
 
-def _format(value) -> str:
+def _settings_note(settings: dict | None) -> str:
+    if not settings:
+        return ""
+    return f'<p class="note">Compared with the settings: {html.escape(_plain(settings))}.</p>'
+
+
+def _plain(value) -> str:
+    """A setting's value as words: objects as 'key value' pairs, lists comma-separated, nothing as 'none'."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_plain(v)}" for key, v in value.items()) if value else "none"
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as in a TOML --config file
+    return "none" if value is None else str(value)
+
+
+def _format(value, significant: bool = False) -> str:
+    """A number for a table cell: about three significant digits (two for a standard error)."""
     if value is None:
         return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return html.escape(str(value))
-    if isinstance(value, int):
+    if isinstance(value, int) or not math.isfinite(value):
         return str(value)
+    if significant:
+        return f"{value:.2g}"
     if abs(value) >= 100:
         return f"{value:.1f}"
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "an unknown time"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _runs_section(views: list[RunView]) -> str:
+    """A table of what differs between the runs (and their folders, epochs and training times); the
+    configuration fields all runs share are folded below it."""
+    configs = [v.run.config.to_dict() for v in views]
+    shown = {key: [_plain(c[key]) for c in configs] for key in configs[0]}
+    differing = {k: values for k, values in shown.items() if len(views) > 1 and len(set(values)) > 1}
+    rows = [("folder", [f"<code>{html.escape(str(v.run.path))}</code>" for v in views]),
+            ("epochs trained", [str(v.run.epoch) for v in views]),
+            ("training time", [html.escape(_duration(training_seconds(v))) for v in views])]
+    rows += [(key, [html.escape(value) for value in values]) for key, values in differing.items()]
+    head = "".join(f"<th>{html.escape(v.name)}</th>" for v in views)
+    body = "".join(f"<tr><th>{html.escape(key)}</th>"
+                   + "".join(f'<td data-label="{html.escape(v.name)}">{cell}</td>' for v, cell in zip(views, cells))
+                   + "</tr>" for key, cells in rows)
+    shared = "".join(f"<dt>{html.escape(key)}</dt><dd>{html.escape(values[0])}</dd>"
+                     for key, values in shown.items() if key not in differing)
+    what = "the fields every run shares" if len(views) > 1 else "the run's configuration"
+    return (f'<section id="runs"><h2>Runs and their configurations</h2><p class="note">Every field is a flag of '
+            "<code>vaelab train</code> (z_dim is --z-dim); the table shows those that differ between the runs.</p>"
+            f'<table class="stack"><thead><tr><th>setting</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<details><summary>{what} ({len(shown) - len(differing)} fields)</summary>'
+            f'<dl class="shared">{shared}</dl></details></section>')
 
 
 def _figure_section(section: Section, views: list[RunView]) -> str:
@@ -251,28 +393,21 @@ def _figure_section(section: Section, views: list[RunView]) -> str:
 
 
 def _image(fig, heading: str, views: list[RunView]) -> str:
-    """An inline PNG shown at its print size (CSS px are 1/96 inch); on a phone it keeps at least
-    PHONE_MIN_WIDTH_PX and scrolls sideways rather than shrinking its text below legibility."""
+    """An inline PNG shown at its print size (CSS px are 1/96 inch), shrunk to the screen where narrower."""
     width_px = round(fig.get_size_inches()[0] * 96)
     png = base64.b64encode(plots.figure_png(fig)).decode()
     alt = html.escape(f"{heading} ({', '.join(v.name for v in views)})")
-    return (f'<div class="scroll"><img alt="{alt}" style="width:{width_px}px;min-width:{min(width_px, PHONE_MIN_WIDTH_PX)}px" '
-            f'src="data:image/png;base64,{png}"></div>')
+    return f'<img alt="{alt}" width="{width_px}" src="data:image/png;base64,{png}">'
 
 
-def _explorer():
-    """vaelab.explorer.explorer_html, or None where that module is not installed."""
-    try:
-        from vaelab.explorer import explorer_html
-    except ImportError:
-        return None
-    return explorer_html
-
-
-def _explorer_section(views: list[RunView]) -> str:
-    explorer_html = _explorer()
+def _explorer_section(views: list[RunView], total: int) -> str:
+    left_out = total - len(views)
     parts = ['<section id="explorer"><h2>Live latent explorer</h2><p>Move the pointer (or a finger) over a map: '
              "the image under it is decoded in the page, as you move.</p>"]
+    if left_out:
+        parts.append(f'<p class="note">{left_out} run{"s" if left_out > 1 else ""} without an explorer here, to '
+                     "keep the file small: <code>vaelab report --explorers all</code> gives every run one, "
+                     "<code>vaelab explore RUN</code> one page per run.</p>")
     for view in views:
         parts.append(f"<h3>{html.escape(view.title)}</h3>{explorer_html(view.run, view.data)}")
     return "".join(parts) + "</section>"
