@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+
+from vaelab.errors import VaelabError
 import torch
 from scipy.stats import norm
 from sklearn.decomposition import PCA
@@ -212,10 +214,10 @@ OUT_OF_RANGE = [  # the run fixture, what a user types (RUN: its folder), what t
     ("vae2d_run", ["plot", "manifold", "RUN", "-n", "100000"], "-n 100000 is too large for manifold: at most 50 tiles per grid side"),
     ("vae_run", ["sample", "RUN", "-n", "100000000"], "-n 100000000 is too large for samples: at most 10000 samples"),
     ("vae_run", ["plot", "latent", "RUN", "--method", "tsne", "-n", "1"], "t-SNE needs at least 2 test images"),
-    ("vae_run", ["sample", "RUN", "--seed", str(2 ** 70)], "--seed must be an integer from 0 to 2**32 - 1"),
-    ("vae_run", ["sample", "RUN", "--seed", "-1"], "--seed must be an integer from 0 to 2**32 - 1"),
-    ("vae_run", ["plot", "samples", "RUN", "--seed", str(2 ** 32)], "--seed must be an integer from 0 to 2**32 - 1"),
-    ("vae_run", ["plot", "latent", "RUN", "--seed", "-1"], "--seed must be an integer from 0 to 2**32 - 1"),
+    ("vae_run", ["sample", "RUN", "--seed", str(2 ** 70)], "--seed: expected an integer from 0 to 4294967295"),
+    ("vae_run", ["sample", "RUN", "--seed", "-1"], "--seed: expected an integer from 0 to 4294967295"),
+    ("vae_run", ["plot", "samples", "RUN", "--seed", str(2 ** 32)], "--seed: expected an integer from 0 to 4294967295"),
+    ("vae_run", ["plot", "latent", "RUN", "--seed", "-1"], "--seed: expected an integer from 0 to 4294967295"),
 ]
 
 
@@ -240,3 +242,12 @@ def test_each_capped_figure_takes_its_largest_n_and_refuses_one_more_before_load
     assert cli.main([*args, "-n", str(limit + 1), "-o", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err == f"vaelab: error: -n {limit + 1} is too large for {kind}: at most {limit} {what}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_figure_requests_from_python_refuse_seeds_the_generators_cannot_take():
+    from vaelab.figures import FigureOptions, check_request
+
+    for seed in (-1, 2**32):
+        with pytest.raises(VaelabError, match="seed must be an integer from 0 to 4294967295"):
+            check_request("latent", FigureOptions(seed=seed))
+    check_request("latent", FigureOptions(seed=2**32 - 1))

@@ -262,13 +262,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vaelab.figures import check_n, check_seed
+    from vaelab.figures import check_n
     from vaelab.models import sample_prior
     from vaelab.plots import image_output_path, save_image_grid
     from vaelab.runs import load_run
 
     check_n("samples", args.n)
-    check_seed(args.seed)
     out = image_output_path(args.output)
     run = load_run(args.run)
     images = sample_prior(run.model, args.n, seed=args.seed)

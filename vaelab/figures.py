@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from vaelab import objectives, plots
+from vaelab.config import SEED_RANGE
 from vaelab.data import ImageData, check_matches, load_data, training_targets
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
@@ -35,7 +36,6 @@ CLASS_NAMES = {
 }
 METHODS = ("pca", "tsne")
 TSNE_MIN_IMAGES = 2  # t-SNE's perplexity must be positive: (N - 1) / 3 > 0
-SEED_LIMIT = 2 ** 32  # seeds are NumPy's, PyTorch's and scikit-learn's random_state, which takes [0, 2**32)
 # Largest -n per figure kind (also for vaelab sample and reconstruct) and what it counts: beyond these a figure
 # is unreadable, takes minutes, or exceeds Agg's 2**16-pixel side. Other kinds show at most the test split.
 N_LIMITS = {
@@ -328,6 +328,7 @@ def check_n(kind: str, n: int | None) -> None:
 
 
 def check_seed(seed: int) -> None:
-    """Refuse a seed outside [0, SEED_LIMIT), which the random generators behind the figures cannot take."""
-    if not 0 <= seed < SEED_LIMIT:
-        raise VaelabError(f"--seed must be an integer from 0 to 2**32 - 1 = {SEED_LIMIT - 1}, got {seed}")
+    """Refuse a seed outside SEED_RANGE, which the random generators behind the figures cannot take."""
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise VaelabError(f"seed must be an integer from {low} to {high}, got {seed}")
