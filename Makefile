@@ -43,7 +43,7 @@ demo: install
 	$(BIN)/vaelab report $(DEMO) $(DEMO)/ae-2d $(DEMO)/vae-2d -o $(DEMO)/report.html
 	@echo "demo done: open $(DEMO)/report.html; the comparison is in $(DEMO)/comparison.md"
 
-test: system-deps install
+test: system-deps install lint
 	$(BIN)/python -m pytest
 
 lint: install

@@ -77,9 +77,21 @@ class HandWrittenStep:
     def __call__(self, x: torch.Tensor) -> None:
         self.gradients(x, torch.randn(len(x), self.z_dim))
         torch._foreach_add_(self.steps, 1)  # as torch.optim.Adam does before its fused kernel
-        torch._fused_adam_(self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps, lr=self.lr,
-                           beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=ADAM_EPS, amsgrad=False,
-                           maximize=False)
+        torch._fused_adam_(
+            self.params,
+            self.grads,
+            self.exp_avgs,
+            self.exp_avg_sqs,
+            [],
+            self.steps,
+            lr=self.lr,
+            beta1=BETAS[0],
+            beta2=BETAS[1],
+            weight_decay=0.0,
+            eps=ADAM_EPS,
+            amsgrad=False,
+            maximize=False,
+        )
 
 
 def main() -> None:
@@ -116,8 +128,10 @@ def main() -> None:
 
     print(f"data {args.data}, batch {b}, {torch.get_num_threads()} threads; ms per step, best of {args.rounds} rounds")
     for name, seconds in best.items():
-        print(f"  {name:15s} {1e3 * seconds:6.3f} ms  {b / seconds:6.0f} images/s  "
-              f"{100 * best['GEMMs alone'] / seconds:4.0f}% of the ceiling")
+        print(
+            f"  {name:15s} {1e3 * seconds:6.3f} ms  {b / seconds:6.0f} images/s  "
+            f"{100 * best['GEMMs alone'] / seconds:4.0f}% of the ceiling"
+        )
 
 
 if __name__ == "__main__":

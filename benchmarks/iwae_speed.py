@@ -34,10 +34,10 @@ def per_image_loop(model, x: torch.Tensor, k: int, generator: torch.Generator) -
     """One image at a time, encoded once, its K samples decoded as one batch from logits.  # (B,)"""
     out = torch.empty(len(x), dtype=torch.float64)
     for i in range(len(x)):
-        mu, logvar = model.encode(x[i:i + 1])  # (1, Z)
+        mu, logvar = model.encode(x[i : i + 1])  # (1, Z)
         z = mu + torch.exp(0.5 * logvar) * torch.randn((k, model.z_dim), generator=generator)  # (K, Z)
         logits = model.decode(z)  # (K, C, H, W)
-        log_lik = model.log_likelihood(logits, x[i:i + 1].expand_as(logits))  # (K,)
+        log_lik = model.log_likelihood(logits, x[i : i + 1].expand_as(logits))  # (K,)
         log_w = log_importance_weights(log_lik, z, mu, logvar)  # (K,)
         out[i] = torch.logsumexp(log_w.double(), 0) - math.log(k)
     return out
@@ -51,10 +51,10 @@ def replicated_loop(model, x: torch.Tensor, k: int, generator: torch.Generator, 
         log_w = []
         for k_start in range(0, k, batch_size):
             rows = min(batch_size, k - k_start)
-            mu, logvar = model.encode(torch.cat(rows * [x[i:i + 1]]))  # (rows, Z), all rows alike
+            mu, logvar = model.encode(torch.cat(rows * [x[i : i + 1]]))  # (rows, Z), all rows alike
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
             probs = model.decode_mean(z).flatten(1)  # (rows, D)
-            log_lik = -F.binary_cross_entropy(probs, x[i:i + 1].flatten(1).expand_as(probs), reduction="none")
+            log_lik = -F.binary_cross_entropy(probs, x[i : i + 1].flatten(1).expand_as(probs), reduction="none")
             log_w.append(log_importance_weights(log_lik.sum(1), z, mu, logvar))
         out[i] = torch.logsumexp(torch.cat(log_w).double(), 0) - math.log(k)
     return out
@@ -80,22 +80,23 @@ def main() -> None:
         run = train(config, tempfile.mkdtemp(prefix="iwae_speed_"), progress=False)
     data = load_data(args.data, run.config.download, run.config.data_cache)
     x = training_targets(run.config, data)[1][: args.n or None]  # the test images as the encoder saw them
-    print(f"data {data.name}: {len(x)} test images, K={args.k}, {torch.get_num_threads()} torch threads, "
-          f"model hidden={run.config.hidden} z_dim={run.config.z_dim}")
+    print(
+        f"data {data.name}: {len(x)} test images, K={args.k}, {torch.get_num_threads()} torch threads, "
+        f"model hidden={run.config.hidden} z_dim={run.config.z_dim}"
+    )
     # The machine's speed drifts within a minute, so the contenders take turns on slices of the images and each
     # slice's timings give one ratio per baseline; every contender keeps its own random stream across slices.
-    contenders = {"replicated loop": replicated_loop, "per-image loop": per_image_loop,
-                  "vaelab iwae_bound": iwae_bound}
+    contenders = {"replicated loop": replicated_loop, "per-image loop": per_image_loop, "vaelab iwae_bound": iwae_bound}
     generators = {name: torch.Generator().manual_seed(0) for name in contenders}
     seconds = {name: 0.0 for name in contenders}
     bounds = {name: [] for name in contenders}
     ratios = {name: [] for name in list(contenders)[:-1]}
     slice_size = math.ceil(len(x) / args.slices)
     for i, start in enumerate(range(0, len(x), slice_size)):
-        xs = x[start:start + slice_size]
+        xs = x[start : start + slice_size]
         took = {}
         names = list(contenders)
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             started = time.perf_counter()
             bounds[name].append(contenders[name](run.model, xs, args.k, generator=generators[name]))
             took[name] = time.perf_counter() - started
@@ -107,8 +108,10 @@ def main() -> None:
         se = bound.std().item() / math.sqrt(len(bound))
         print(f"{name:>18}: {seconds[name]:8.2f} s   mean bound {bound.mean().item():.3f} +- {se:.3f} nats/image")
     for name, r in ratios.items():
-        print(f"speed-up over the {name}: {seconds[name] / seconds['vaelab iwae_bound']:.2f}x in total, "
-              f"{statistics.median(r):.2f}x median of {len(r)} slices (range {min(r):.2f}-{max(r):.2f})")
+        print(
+            f"speed-up over the {name}: {seconds[name] / seconds['vaelab iwae_bound']:.2f}x in total, "
+            f"{statistics.median(r):.2f}x median of {len(r)} slices (range {min(r):.2f}-{max(r):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -54,11 +54,11 @@ def best_of_rounds(
     best = {name: float("inf") for name in (*steps, "GEMMs alone")}
     for r in range(rounds):
         names = list(steps)
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             started = time.perf_counter()
             for i in range(per_round):
                 start = (r * per_round + i) * batch % (len(order) - batch)
-                steps[name](x_train.index_select(0, order[start:start + batch]))
+                steps[name](x_train.index_select(0, order[start : start + batch]))
             best[name] = min(best[name], (time.perf_counter() - started) / per_round)
         best["GEMMs alone"] = min(best["GEMMs alone"], matmul_ceiling_seconds(batch, LECTURE_WIDTHS, per_round))
     return best

@@ -30,7 +30,6 @@ from vaelab.data import DEBIAN_FASHION_MNIST
 from vaelab.evaluate import dataset_loss
 from vaelab.train import make_optimizer, train_epoch
 
-
 # (in, out) of the lecture's four Linear layers: encoder 784 -> 400 -> 2*20, decoder 20 -> 400 -> 784.
 LECTURE_WIDTHS = [(784, 400), (400, 40), (20, 400), (400, 784)]
 
@@ -111,8 +110,8 @@ def example_style_test_loss(model, x_test: torch.Tensor) -> float:
     x = x_test.flatten(1)
     total = 0.0
     for i in range(0, len(x), 1000):
-        recon, mu, logvar = model(x[i:i + 1000])
-        total += lecture_loss(recon, x[i:i + 1000], mu, logvar).item()
+        recon, mu, logvar = model(x[i : i + 1000])
+        total += lecture_loss(recon, x[i : i + 1000], mu, logvar).item()
     return total / len(x)
 
 
@@ -157,15 +156,16 @@ def main() -> None:
     data = load_data(args.data)
     config = RunConfig(data=args.data, batch_size=args.batch_size, seed=0)
     n = len(data.x_train)
-    print(f"data {args.data}: {n} training images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+    print(
+        f"data {args.data}: {n} training images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
 
     torch.manual_seed(0)
     ours = build_model(config, data.image_shape)
     ours_opt = make_optimizer(ours, config.lr)
     steps = math.ceil(n / args.batch_size)
-    datasets = {"examples": TorchvisionStyleImages(data.x_train, data.y_train),
-                "float": PerSampleImages(data.x_train)}
+    datasets = {"examples": TorchvisionStyleImages(data.x_train, data.y_train), "float": PerSampleImages(data.x_train)}
     theirs = {}
     for name, dataset in datasets.items():
         torch.manual_seed(0)
@@ -174,38 +174,50 @@ def main() -> None:
         theirs[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), loader)
 
     flops = step_flops(args.batch_size, LECTURE_WIDTHS)
-    print("examples: the DataLoader loop as pytorch/examples writes it (torchvision-style uint8 -> PIL -> ToTensor "
-          "per sample); float: the same loop over float tensors, no PIL; images/s")
+    print(
+        "examples: the DataLoader loop as pytorch/examples writes it (torchvision-style uint8 -> PIL -> ToTensor "
+        "per sample); float: the same loop over float tensors, no PIL; images/s"
+    )
     # These machines are shared and their speed drifts by tens of percent within a minute, so each round times
     # one epoch of each loop and the ceiling back to back, in rotating order; the ratios are per round.
-    print(f"{'round':>5s} {'examples':>9s} {'float':>7s} {'vaelab':>7s} {'ceiling':>8s} "
-          f"{'vs examples':>12s} {'vs float':>9s} {'share':>6s}")
+    print(
+        f"{'round':>5s} {'examples':>9s} {'float':>7s} {'vaelab':>7s} {'ceiling':>8s} "
+        f"{'vs examples':>12s} {'vs float':>9s} {'share':>6s}"
+    )
     rows = []
     for epoch in range(1, args.rounds + 1):
-        contenders = {"ours": lambda: train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)}
+        contenders = {"ours": lambda epoch=epoch: train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)}
         contenders.update({name: (lambda t=t: example_style_epoch(*t)) for name, t in theirs.items()})
         names = list(contenders)
         rates = {}
-        for name in names[epoch % len(names):] + names[:epoch % len(names)]:
+        for name in names[epoch % len(names) :] + names[: epoch % len(names)]:
             started = time.perf_counter()
             contenders[name]()
             rates[name] = n / (time.perf_counter() - started)
         rates["ceiling"] = args.batch_size / matmul_ceiling_seconds(args.batch_size, LECTURE_WIDTHS)
         rows.append(rates)
-        print(f"{epoch:5d} {rates['examples']:9.0f} {rates['float']:7.0f} {rates['ours']:7.0f} "
-              f"{rates['ceiling']:8.0f} {rates['ours'] / rates['examples']:11.2f}x "
-              f"{rates['ours'] / rates['float']:8.2f}x {100 * rates['ours'] / rates['ceiling']:5.0f}%")
+        print(
+            f"{epoch:5d} {rates['examples']:9.0f} {rates['float']:7.0f} {rates['ours']:7.0f} "
+            f"{rates['ceiling']:8.0f} {rates['ours'] / rates['examples']:11.2f}x "
+            f"{rates['ours'] / rates['float']:8.2f}x {100 * rates['ours'] / rates['ceiling']:5.0f}%"
+        )
 
     best = {name: max(r[name] for r in rows) for name in rows[0]}
     gflops = best["ceiling"] * flops / args.batch_size / 1e9
-    print(f"best of {args.rounds}: examples' loop {best['examples']:.0f}, float DataLoader loop {best['float']:.0f}, "
-          f"vaelab {best['ours']:.0f}, ceiling {best['ceiling']:.0f} images/s ({gflops:.1f} GFLOP/s, "
-          f"{flops / args.batch_size / 1e6:.2f} MFLOP per image)")
+    print(
+        f"best of {args.rounds}: examples' loop {best['examples']:.0f}, float DataLoader loop {best['float']:.0f}, "
+        f"vaelab {best['ours']:.0f}, ceiling {best['ceiling']:.0f} images/s ({gflops:.1f} GFLOP/s, "
+        f"{flops / args.batch_size / 1e6:.2f} MFLOP per image)"
+    )
     for name in datasets:
-        print(f"speed-up over the {name} loop: {best['ours'] / best[name]:.2f}x (best against best), "
-              f"{statistics.median(r['ours'] / r[name] for r in rows):.2f}x (median of rounds)")
-    print(f"vaelab's share of the matmul ceiling: {100 * best['ours'] / best['ceiling']:.0f}% (best against best), "
-          f"{100 * statistics.median(r['ours'] / r['ceiling'] for r in rows):.0f}% (median of rounds)")
+        print(
+            f"speed-up over the {name} loop: {best['ours'] / best[name]:.2f}x (best against best), "
+            f"{statistics.median(r['ours'] / r[name] for r in rows):.2f}x (median of rounds)"
+        )
+    print(
+        f"vaelab's share of the matmul ceiling: {100 * best['ours'] / best['ceiling']:.0f}% (best against best), "
+        f"{100 * statistics.median(r['ours'] / r['ceiling'] for r in rows):.0f}% (median of rounds)"
+    )
 
     if args.epochs:
         for epoch in range(args.rounds + 1, args.epochs + 1):
@@ -214,8 +226,10 @@ def main() -> None:
                 example_style_epoch(*t)
         losses = {"vaelab": dataset_loss(ours, data.x_test)["loss"]}
         losses.update({f"{name} loop": example_style_test_loss(t[0], data.x_test) for name, t in theirs.items()})
-        print(f"test loss after {args.epochs} epochs (grey-level BCE + KL, nats per image, one z sample): "
-              + ", ".join(f"{name} {loss:.2f}" for name, loss in losses.items()))
+        print(
+            f"test loss after {args.epochs} epochs (grey-level BCE + KL, nats per image, one z sample): "
+            + ", ".join(f"{name} {loss:.2f}" for name, loss in losses.items())
+        )
 
 
 if __name__ == "__main__":

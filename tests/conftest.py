@@ -47,7 +47,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "vaelab.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -60,8 +64,14 @@ def cli():
 # ----- a headless Chromium driven by Playwright, for the explorer's and the report's pages -----
 
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 BROWSER_TIMEOUT_MS = 120_000  # every wait on the browser: conditions polled to this deadline, never fixed sleeps
 
 
@@ -70,13 +80,15 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the browser test needs Playwright for Python: pip install 'playwright>=1.40' "
-                    "(no browser download)")
+        pytest.fail(
+            "the browser test needs Playwright for Python: pip install 'playwright>=1.40' (no browser download)"
+        )
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (or set VAELAB_CHROMIUM)")
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                                              timeout=BROWSER_TIMEOUT_MS)
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=BROWSER_TIMEOUT_MS
+        )
         yield chromium
         chromium.close()
 

@@ -24,8 +24,9 @@ def idx_header(type_code: int, shape: tuple[int, ...]) -> bytes:
     return struct.pack(f">BBBB{len(shape)}I", 0, 0, type_code, len(shape), *shape)
 
 
-def write_idx_set(directory: Path, n_train: int = 64, n_test: int = 32, size: int = 28, gz: bool = True,
-                  seed: int = 0) -> dict[str, np.ndarray]:
+def write_idx_set(
+    directory: Path, n_train: int = 64, n_test: int = 32, size: int = 28, gz: bool = True, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Write the four standard files (random uint8 images, labels cycling 0..9) and return the arrays written."""
     rng = np.random.default_rng(seed)
     arrays = {

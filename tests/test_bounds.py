@@ -50,9 +50,9 @@ class ProbabilisticPCA:
         self.s = noise_std
 
     def encode(self, x):
-        m = self.w.T @ self.w + self.s ** 2 * torch.eye(self.z_dim, dtype=torch.float64)
+        m = self.w.T @ self.w + self.s**2 * torch.eye(self.z_dim, dtype=torch.float64)
         mu = torch.linalg.solve(m, self.w.T @ (x - self.b).T).T + 0.3  # (B, Z)
-        var = self.s ** 2 * torch.linalg.inv(m).diagonal() * 2.0  # (Z,)
+        var = self.s**2 * torch.linalg.inv(m).diagonal() * 2.0  # (Z,)
         return mu, var.log().expand_as(mu)
 
     def decode(self, z):
@@ -62,13 +62,13 @@ class ProbabilisticPCA:
         return torch.distributions.Normal(mean, self.s).log_prob(target).sum(-1)
 
     def exact_log_px(self, x):
-        cov = self.w @ self.w.T + self.s ** 2 * torch.eye(len(self.b), dtype=torch.float64)
+        cov = self.w @ self.w.T + self.s**2 * torch.eye(len(self.b), dtype=torch.float64)
         return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x)
 
 
 def test_iwae_converges_to_the_exact_log_likelihood_of_probabilistic_pca():
     model = ProbabilisticPCA()
-    cov = model.w @ model.w.T + model.s ** 2 * torch.eye(5, dtype=torch.float64)
+    cov = model.w @ model.w.T + model.s**2 * torch.eye(5, dtype=torch.float64)
     torch.manual_seed(1)
     x = torch.distributions.MultivariateNormal(model.b, cov).sample((200,))  # (B, D)
     exact = model.exact_log_px(x).mean().item()

@@ -21,8 +21,26 @@ from vaelab.config import GROUPS, RunConfig
 
 def test_train_evaluate_sample_reconstruct_end_to_end(tmp_path, cli):
     run = tmp_path / "vae"
-    done = cli("train", "--model", "vae", "--data", "digits", "--epochs", "2", "--z-dim", "4", "--hidden", "32",
-               "--beta", "1", "--seed", "0", "--out", str(run), "--quiet")
+    done = cli(
+        "train",
+        "--model",
+        "vae",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--z-dim",
+        "4",
+        "--hidden",
+        "32",
+        "--beta",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        str(run),
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     assert "trained for 2 epochs" in done.stdout
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -61,8 +79,12 @@ def test_config_file_keys_equal_flags_and_flags_override_it(tmp_path, cli):
 
 def test_resume_takes_the_saved_config_and_more_epochs(tmp_path, cli):
     run = tmp_path / "r"
-    assert cli("train", "--data", "digits", "--epochs", "1", "--z-dim", "3", "--hidden", "16", "--out", str(run),
-               "--quiet").returncode == 0
+    assert (
+        cli(
+            "train", "--data", "digits", "--epochs", "1", "--z-dim", "3", "--hidden", "16", "--out", str(run), "--quiet"
+        ).returncode
+        == 0
+    )
     done = cli("train", "--resume", "--epochs", "2", "--out", str(run), "--quiet")
     assert done.returncode == 0, done.stderr
     saved = json.loads((run / "config.json").read_text())
@@ -102,8 +124,16 @@ def test_train_flags_show_the_fields_help_default_and_choices_in_the_fields_grou
 def test_train_help_names_the_groups_data_sets_and_choices(cli):
     done = cli("train", "--help")
     assert done.returncode == 0, done.stderr
-    for text in (*(f"{g}:" for g in GROUPS), "mnist5k", "digits", "fashion-mnist", ".npz", "{ae,vae}",
-                 "(default 20)", "(default 0.001)"):
+    for text in (
+        *(f"{g}:" for g in GROUPS),
+        "mnist5k",
+        "digits",
+        "fashion-mnist",
+        ".npz",
+        "{ae,vae}",
+        "(default 20)",
+        "(default 0.001)",
+    ):
         assert text in done.stdout, text
 
 
@@ -112,15 +142,32 @@ def test_version_is_the_installed_packages(cli):
     assert done.returncode == 0 and done.stdout.strip() == f"vaelab {metadata.version('vaelab')}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["sample", "--help"],
-                                  ["train", "--z-dim", "abc", "--out", "x"], ["sample", "run", "--seed", "-1"],
-                                  ["train", "--hidden", "1000000000", "--out", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["train", "--help"],
+        ["sample", "--help"],
+        ["train", "--z-dim", "abc", "--out", "x"],
+        ["sample", "run", "--seed", "-1"],
+        ["train", "--hidden", "1000000000", "--out", "x"],
+    ],
+)
 def test_help_version_and_argument_errors_import_no_torch_numpy_or_matplotlib(tmp_path, argv):
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vaelab.cli", *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "vaelab.cli", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode in (0, 2), done.stderr
-    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "vaelab" in imported and not imported & {"torch", "numpy", "matplotlib"}
 
 
@@ -139,7 +186,7 @@ def _screen(raw: bytes) -> list[str]:
     for line in raw.decode().split("\n"):
         shown = ""
         for part in line.split("\r"):
-            shown = part + shown[len(part):]
+            shown = part + shown[len(part) :]
         lines.append(shown.rstrip())
     return [line for line in lines if line]
 
@@ -150,10 +197,28 @@ def test_a_signal_ends_training_with_one_message_its_status_and_a_loadable_run(t
     # Ctrl-C must reach Python as KeyboardInterrupt even when this test runs where SIGINT is ignored (a
     # background job): the child starts with the default disposition, as an interactive shell gives it.
     child = subprocess.Popen(
-        [sys.executable, "-m", "vaelab.cli", "train", "--data", "digits", "--epochs", "100000", "--hidden", "16",
-         "--z-dim", "2", "--out", str(run)],
-        cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        [
+            sys.executable,
+            "-m",
+            "vaelab.cli",
+            "train",
+            "--data",
+            "digits",
+            "--epochs",
+            "100000",
+            "--hidden",
+            "16",
+            "--z-dim",
+            "2",
+            "--out",
+            str(run),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 600  # a generous bound for importing torch and one epoch on a busy machine
         while not ((run / "checkpoint.json").exists() and (run / "config.json").exists()):

@@ -12,9 +12,9 @@ import gzip
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -42,6 +42,7 @@ def _replace_train_images(payload: bytes, gz: bool = False) -> Callable[[Path], 
             (folder / f"{IDX_STEMS[0]}.gz").write_bytes(payload)
         else:
             (folder / IDX_STEMS[0]).write_bytes(payload)
+
     return damage
 
 
@@ -55,6 +56,7 @@ def _npz(case: Path, **arrays) -> str:
 
 def _pickled_object_npz(case: Path) -> str:
     """An npz whose `x` unpickles by calling os.mkdir(case/unpickled); the snapshot would show that folder."""
+
     class Unpickled:
         def __reduce__(self):
             return (os.mkdir, (str(case / "unpickled"),))
@@ -95,58 +97,138 @@ def _mnist_shaped(case: Path) -> str:
 # name -> (what the error line must say, builder(case folder, a trained 8x8 VAE run folder) -> argv)
 CASES: dict[str, tuple[str, Callable[[Path, Path], list[str]]]] = {
     "unknown-data-set": ("unknown data set 'mnist6k'", lambda c, r: _train(c, "--data", "mnist6k")),
-    "idx-file-missing": ("missing IDX file t10k-labels-idx1-ubyte", lambda c, r: _train(
-        c, "--data", _idx_dir(c, lambda f: (f / f"{IDX_STEMS[3]}.gz").unlink()))),
-    "idx-truncated": ("holds 15679 bytes", lambda c, r: _train(
-        c, "--data", _idx_dir(c, _replace_train_images(GOOD_IMAGES[:-1])))),
-    "idx-bad-magic": ("bad magic", lambda c, r: _train(
-        c, "--data", _idx_dir(c, _replace_train_images(b"\x00\x01" + GOOD_IMAGES[2:])))),
-    "idx-header-claims-2^31-images": ("header says (2147483648, 28, 28)", lambda c, r: _train(
-        c, "--data", _idx_dir(c, _replace_train_images(GOOD_IMAGES[:4] + struct.pack(">I", 2**31) + GOOD_IMAGES[8:])))),
-    "idx-truncated-gz": ("cannot read IDX file", lambda c, r: _train(
-        c, "--data", _idx_dir(c, _replace_train_images(gzip.compress(GOOD_IMAGES)[:-40], gz=True)))),
-    "npz-without-x": ("no array named 'x'", lambda c, r: _train(c, "--data", _npz(c, images=np.zeros((4, 8, 8)))),),
-    "npz-nan-pixels": ("NaN or infinite pixels", lambda c, r: _train(
-        c, "--data", _npz(c, x=np.full((10, 8, 8), np.nan)))),
+    "idx-file-missing": (
+        "missing IDX file t10k-labels-idx1-ubyte",
+        lambda c, r: _train(c, "--data", _idx_dir(c, lambda f: (f / f"{IDX_STEMS[3]}.gz").unlink())),
+    ),
+    "idx-truncated": (
+        "holds 15679 bytes",
+        lambda c, r: _train(c, "--data", _idx_dir(c, _replace_train_images(GOOD_IMAGES[:-1]))),
+    ),
+    "idx-bad-magic": (
+        "bad magic",
+        lambda c, r: _train(c, "--data", _idx_dir(c, _replace_train_images(b"\x00\x01" + GOOD_IMAGES[2:]))),
+    ),
+    "idx-header-claims-2^31-images": (
+        "header says (2147483648, 28, 28)",
+        lambda c, r: _train(
+            c,
+            "--data",
+            _idx_dir(c, _replace_train_images(GOOD_IMAGES[:4] + struct.pack(">I", 2**31) + GOOD_IMAGES[8:])),
+        ),
+    ),
+    "idx-truncated-gz": (
+        "cannot read IDX file",
+        lambda c, r: _train(c, "--data", _idx_dir(c, _replace_train_images(gzip.compress(GOOD_IMAGES)[:-40], gz=True))),
+    ),
+    "npz-without-x": (
+        "no array named 'x'",
+        lambda c, r: _train(c, "--data", _npz(c, images=np.zeros((4, 8, 8)))),
+    ),
+    "npz-nan-pixels": (
+        "NaN or infinite pixels",
+        lambda c, r: _train(c, "--data", _npz(c, x=np.full((10, 8, 8), np.nan))),
+    ),
     "npz-pixels-above-1": ("must lie in [0, 1]", lambda c, r: _train(c, "--data", _npz(c, x=np.full((10, 8, 8), 2.0)))),
     "npz-pickled-object": ("cannot read npz", lambda c, r: _train(c, "--data", _pickled_object_npz(c))),
     "z-dim-0": ("z_dim must be a positive integer", lambda c, r: _train(c, "--data", "digits", "--z-dim", "0")),
     "beta-negative": ("beta must be a finite number >= 0", lambda c, r: _train(c, "--data", "digits", "--beta", "-1")),
-    "batch-size-0": ("batch_size must be a positive integer", lambda c, r: _train(
-        c, "--data", "digits", "--batch-size", "0")),
-    "z-dim-not-a-number": ("argument --z-dim: invalid int value: 'abc'", lambda c, r: _train(
-        c, "--data", "digits", "--z-dim", "abc")),
-    "evaluate-other-shape": ("has images of shape (1, 28, 28), but the model", lambda c, r: [
-        "evaluate", _run(c, r), "--data", _mnist_shaped(c)]),
-    "resume-other-shape": ("has images of shape (1, 28, 28), but the checkpoint", lambda c, r: [
-        "train", "--resume", "--out", _run(c, r), "--data", _mnist_shaped(c), "--epochs", "10", "--quiet"]),
-    "resume-other-kind": ("model kind 'vae', not 'ae'", lambda c, r: [
-        "train", "--model", "ae", "--resume", "--out", _run(c, r), "--epochs", "10", "--quiet"]),
-    "resume-other-network": ("cannot resume with another network (z_dim 8 -> 4)", lambda c, r: [
-        "train", "--resume", "--out", _run(c, r), "--z-dim", "4", "--epochs", "10", "--quiet"]),
+    "batch-size-0": (
+        "batch_size must be a positive integer",
+        lambda c, r: _train(c, "--data", "digits", "--batch-size", "0"),
+    ),
+    "z-dim-not-a-number": (
+        "argument --z-dim: invalid int value: 'abc'",
+        lambda c, r: _train(c, "--data", "digits", "--z-dim", "abc"),
+    ),
+    "evaluate-other-shape": (
+        "has images of shape (1, 28, 28), but the model",
+        lambda c, r: ["evaluate", _run(c, r), "--data", _mnist_shaped(c)],
+    ),
+    "resume-other-shape": (
+        "has images of shape (1, 28, 28), but the checkpoint",
+        lambda c, r: [
+            "train",
+            "--resume",
+            "--out",
+            _run(c, r),
+            "--data",
+            _mnist_shaped(c),
+            "--epochs",
+            "10",
+            "--quiet",
+        ],
+    ),
+    "resume-other-kind": (
+        "model kind 'vae', not 'ae'",
+        lambda c, r: ["train", "--model", "ae", "--resume", "--out", _run(c, r), "--epochs", "10", "--quiet"],
+    ),
+    "resume-other-network": (
+        "cannot resume with another network (z_dim 8 -> 4)",
+        lambda c, r: ["train", "--resume", "--out", _run(c, r), "--z-dim", "4", "--epochs", "10", "--quiet"],
+    ),
     "altered-checkpoint": ("checkpoint was altered or corrupted", lambda c, r: ["evaluate", _altered_run(c, r)]),
-    "toml-key-twice": ("'z_dim' and 'z-dim' set the same setting", lambda c, r: _train(
-        c, "--config", _file(c, "run.toml", b"z_dim = 3\nz-dim = 4\n"))),
-    "config-is-a-folder": ("is a folder, not a TOML config file", lambda c, r: _train(
-        c, "--config", _config_folder(c))),
-    "config-not-utf8": ("not UTF-8 text", lambda c, r: _train(
-        c, "--config", _file(c, "run.toml", b"\xff\xfe\x00\x01\x89PNG binary"))),
-    "config-5000-digit-int": ("cannot read config file", lambda c, r: _train(
-        c, "--config", _file(c, "run.toml", b"epochs = " + b"9" * 5000 + b"\n"))),
-    "config-4000-digit-int": ("z_dim must be a positive integer and at most 65536", lambda c, r: _train(
-        c, "--config", _file(c, "run.toml", b"z_dim = " + b"9" * 4000 + b"\n"))),
-    "config-hidden-1e9": ("'hidden' must be a list of integers", lambda c, r: [  # no --hidden flag to override it
-        "train", "--out", str(c / "run"), "--data", "digits", "--epochs", "1", "--quiet",
-        "--config", _file(c, "run.toml", b"hidden = [1e9]\n")]),
-    "hidden-10^9": ("each hidden width must be a positive integer and at most 65536", lambda c, r: _train(
-        c, "--data", "digits", "--hidden", "1000000000")),
-    "out-is-a-file": ("is a file, not a folder; choose another --out", lambda c, r: [
-        "train", "--data", "digits", "--out", _file(c, "notes.txt", b"mine"), "--epochs", "1", "--quiet"]),
-    "out-below-a-file": ("is a file, not a folder; choose another --out", lambda c, r: [
-        "train", "--data", "digits", "--out", _file(c, "notes.txt", b"mine") + "/run", "--epochs", "1", "--quiet"]),
+    "toml-key-twice": (
+        "'z_dim' and 'z-dim' set the same setting",
+        lambda c, r: _train(c, "--config", _file(c, "run.toml", b"z_dim = 3\nz-dim = 4\n")),
+    ),
+    "config-is-a-folder": (
+        "is a folder, not a TOML config file",
+        lambda c, r: _train(c, "--config", _config_folder(c)),
+    ),
+    "config-not-utf8": (
+        "not UTF-8 text",
+        lambda c, r: _train(c, "--config", _file(c, "run.toml", b"\xff\xfe\x00\x01\x89PNG binary")),
+    ),
+    "config-5000-digit-int": (
+        "cannot read config file",
+        lambda c, r: _train(c, "--config", _file(c, "run.toml", b"epochs = " + b"9" * 5000 + b"\n")),
+    ),
+    "config-4000-digit-int": (
+        "z_dim must be a positive integer and at most 65536",
+        lambda c, r: _train(c, "--config", _file(c, "run.toml", b"z_dim = " + b"9" * 4000 + b"\n")),
+    ),
+    "config-hidden-1e9": (
+        "'hidden' must be a list of integers",
+        lambda c, r: [  # no --hidden flag to override it
+            "train",
+            "--out",
+            str(c / "run"),
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--config",
+            _file(c, "run.toml", b"hidden = [1e9]\n"),
+        ],
+    ),
+    "hidden-10^9": (
+        "each hidden width must be a positive integer and at most 65536",
+        lambda c, r: _train(c, "--data", "digits", "--hidden", "1000000000"),
+    ),
+    "out-is-a-file": (
+        "is a file, not a folder; choose another --out",
+        lambda c, r: ["train", "--data", "digits", "--out", _file(c, "notes.txt", b"mine"), "--epochs", "1", "--quiet"],
+    ),
+    "out-below-a-file": (
+        "is a file, not a folder; choose another --out",
+        lambda c, r: [
+            "train",
+            "--data",
+            "digits",
+            "--out",
+            _file(c, "notes.txt", b"mine") + "/run",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+    ),
     "model-unknown": ("argument --model: invalid choice: 'gan'", lambda c, r: _train(c, "--model", "gan")),
-    "sample-seed-negative": ("argument --seed: expected an integer from 0 to 4294967295", lambda c, r: [
-        "sample", _run(c, r), "--seed", "-1", "-o", str(c / "s.png")]),
+    "sample-seed-negative": (
+        "argument --seed: expected an integer from 0 to 4294967295",
+        lambda c, r: ["sample", _run(c, r), "--seed", "-1", "-o", str(c / "s.png")],
+    ),
 }
 
 

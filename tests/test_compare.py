@@ -17,12 +17,18 @@ def _row(rows, metric):
 
 def test_rows_mark_the_better_value_by_the_metric_direction():
     evals = {
-        "a": {"generation": {"fd_prior": 10.0, "precision_prior": 0.5, "kl_nats": 3.0},
-              "latent": {"knn_accuracy": 0.7}},
-        "b": {"generation": {"fd_prior": 20.0, "precision_prior": 0.5, "kl_nats": 9.0},
-              "latent": {"knn_accuracy": 0.9}},
-        "c": {"generation": {"fd_prior": None, "precision_prior": 0.4, "kl_nats": None},
-              "latent": {"knn_accuracy": None}},
+        "a": {
+            "generation": {"fd_prior": 10.0, "precision_prior": 0.5, "kl_nats": 3.0},
+            "latent": {"knn_accuracy": 0.7},
+        },
+        "b": {
+            "generation": {"fd_prior": 20.0, "precision_prior": 0.5, "kl_nats": 9.0},
+            "latent": {"knn_accuracy": 0.9},
+        },
+        "c": {
+            "generation": {"fd_prior": None, "precision_prior": 0.4, "kl_nats": None},
+            "latent": {"knn_accuracy": None},
+        },
     }
     rows = comparison_rows(evals)
     assert _row(rows, "fd_prior")["best"] == "a"  # lower is better; None is not a value
@@ -50,17 +56,24 @@ def test_rows_follow_the_measures_registry_with_readable_names():
     assert "k=3" in _row(rows, "precision_prior")["description"] and "5-NN" in _row(rows, "knn_accuracy")["description"]
 
 
-@pytest.mark.parametrize("evaluation", [
-    {"generation": [1, 2]}, {"generation": {"fd_prior": "12"}}, {"latent": {"knn_accuracy": True}},
-    {"generation": {"test_loss": 1.0, "test_loss_se": [0.1]}}, [],
-])
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        {"generation": [1, 2]},
+        {"generation": {"fd_prior": "12"}},
+        {"latent": {"knn_accuracy": True}},
+        {"generation": {"test_loss": 1.0, "test_loss_se": [0.1]}},
+        [],
+    ],
+)
 def test_a_malformed_evaluation_is_one_clear_error(evaluation):
     with pytest.raises(VaelabError, match="eval.json of b: .*run vaelab evaluate again"):
         comparison_rows({"a": {"generation": {}, "latent": {}}, "b": evaluation})
 
 
-@pytest.mark.parametrize("specs", [["vae", "beta-vae:nan"], ["gan"], ["vae", "vae"], [], ["beta-vae:-2"],
-                                   ["vae", "missing-run-folder"]])
+@pytest.mark.parametrize(
+    "specs", [["vae", "beta-vae:nan"], ["gan"], ["vae", "vae"], [], ["beta-vae:-2"], ["vae", "missing-run-folder"]]
+)
 def test_bad_specs_are_refused_before_any_folder_is_created(tmp_path, specs):
     with pytest.raises(VaelabError):
         compare(specs, tmp_path / "out", data="digits", epochs=1)
@@ -68,8 +81,9 @@ def test_bad_specs_are_refused_before_any_folder_is_created(tmp_path, specs):
 
 
 def test_compare_command_refuses_beta_nan_with_one_line_and_no_folder(cli, tmp_path):
-    done = cli("compare", "--data", "digits", "--models", "ae,beta-vae:nan", "--epochs", "1",
-               "--out", str(tmp_path / "o"))
+    done = cli(
+        "compare", "--data", "digits", "--models", "ae,beta-vae:nan", "--epochs", "1", "--out", str(tmp_path / "o")
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("vaelab: error: model spec 'beta-vae:nan': beta must be a finite number >= 0")
     assert not (tmp_path / "o").exists()
@@ -78,8 +92,24 @@ def test_compare_command_refuses_beta_nan_with_one_line_and_no_folder(cli, tmp_p
 def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "vaelab-cache"  # shared with test_classifier
     out = tmp_path / "cmp"
-    done = cli("compare", "--data", "digits", "--models", "ae,vae,beta-vae:4", "--epochs", "1", "--k", "10",
-               "--n-samples", "200", "--data-cache", str(cache), "--out", str(out), "--quiet")
+    done = cli(
+        "compare",
+        "--data",
+        "digits",
+        "--models",
+        "ae,vae,beta-vae:4",
+        "--epochs",
+        "1",
+        "--k",
+        "10",
+        "--n-samples",
+        "200",
+        "--data-cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["models"] == {name: str(out / name) for name in ("ae", "vae", "beta-vae-4")}
@@ -95,8 +125,18 @@ def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
     assert "| NLL bound (IWAE), nats | lower | n/a |" in markdown  # readable names; the AE has no bound
 
     # Existing run folders are taken as they are; a folder holding another configuration is refused.
-    again = cli("compare", "--data", "digits", "--models", f"{out / 'vae'},{out / 'ae'}", "--skip-iwae",
-                "--skip-samples", "--out", str(tmp_path / "again"), "--quiet")
+    again = cli(
+        "compare",
+        "--data",
+        "digits",
+        "--models",
+        f"{out / 'vae'},{out / 'ae'}",
+        "--skip-iwae",
+        "--skip-samples",
+        "--out",
+        str(tmp_path / "again"),
+        "--quiet",
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "again" / "comparison.json").read_text())["models"]["vae"] == str(out / "vae")
     clash = cli("compare", "--data", "digits", "--models", "vae", "--epochs", "1", "--seed", "5", "--out", str(out))

@@ -12,7 +12,15 @@ from vaelab.errors import VaelabError
 def test_defaults_are_the_lectures():
     c = RunConfig()
     assert (c.model, c.z_dim, c.hidden, c.beta, c.lr, c.batch_size, c.likelihood, c.binarize) == (
-        "vae", 20, [400], 1.0, 1e-3, 128, "bernoulli", "none")
+        "vae",
+        20,
+        [400],
+        1.0,
+        1e-3,
+        128,
+        "bernoulli",
+        "none",
+    )
 
 
 def test_every_field_is_a_train_flag():
@@ -22,10 +30,18 @@ def test_every_field_is_a_train_flag():
         assert "--" + f.name.replace("_", "-") in flags
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("z_dim", 0, "z_dim"), ("beta", -1.0, "beta"), ("batch_size", 0, "batch_size"), ("model", "gan", "model"),
-    ("lr", 0.0, "lr"), ("hidden", [], "hidden"), ("beta", float("nan"), "beta"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("z_dim", 0, "z_dim"),
+        ("beta", -1.0, "beta"),
+        ("batch_size", 0, "batch_size"),
+        ("model", "gan", "model"),
+        ("lr", 0.0, "lr"),
+        ("hidden", [], "hidden"),
+        ("beta", float("nan"), "beta"),
+    ],
+)
 def test_out_of_range_values_are_refused_by_name(field, value, message):
     with pytest.raises(VaelabError, match=message):
         RunConfig(**{field: value}).validate()
@@ -40,8 +56,16 @@ def test_from_dict_refuses_unknown_keys_and_wrong_types():
 
 
 # One wrong value of each kind; a field refuses every one that is not of its own type.
-WRONG_KINDS = {"string": "400", "integer": 3, "number": 1.5, "boolean": True, "list": [16], "list of strings": ["a"],
-               "table": {"a": 1}, "nested list": [[16]]}
+WRONG_KINDS = {
+    "string": "400",
+    "integer": 3,
+    "number": 1.5,
+    "boolean": True,
+    "list": [16],
+    "list of strings": ["a"],
+    "table": {"a": 1},
+    "nested list": [[16]],
+}
 ACCEPTS = {bool: {"boolean"}, int: {"integer"}, float: {"integer", "number"}, list: {"list"}, str: {"string"}}
 
 
@@ -60,8 +84,10 @@ def test_from_dict_refuses_a_list_where_the_table_of_keys_belongs():
         RunConfig.from_dict([["z_dim", 3]])
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(RunConfig)
-                                  if type(getattr(RunConfig(), f.name)) in (int, float)] + ["hidden"])
+@pytest.mark.parametrize(
+    "name",
+    [f.name for f in dataclasses.fields(RunConfig) if type(getattr(RunConfig(), f.name)) in (int, float)] + ["hidden"],
+)
 def test_huge_numbers_are_refused_with_one_short_line(name):
     huge = 10**4000  # 4001 digits: below Python's 4300-digit parsing limit, so TOML and JSON hand it over
     value = [huge] if name == "hidden" else huge
@@ -88,8 +114,9 @@ def test_every_field_carries_its_help_group_and_allowed_values():
             assert getattr(RunConfig(), f.name) in f.metadata["choices"], f.name
 
 
-@pytest.mark.parametrize("field,value", [("arch", "rnn"), ("binarize", "yes"), ("enc_activation", "gelu"),
-                                         ("likelihood", "poisson")])
+@pytest.mark.parametrize(
+    "field,value", [("arch", "rnn"), ("binarize", "yes"), ("enc_activation", "gelu"), ("likelihood", "poisson")]
+)
 def test_strings_outside_the_fields_choices_are_refused_naming_them(field, value):
     allowed = next(f for f in dataclasses.fields(RunConfig) if f.name == field).metadata["choices"]
     with pytest.raises(VaelabError, match=f"{field} must be one of {', '.join(allowed)}"):

@@ -135,13 +135,23 @@ HEADER_LEN = 16  # magic (4 bytes) and three uint32 sizes
         (GOOD_IMAGES[:10], "truncated IDX header"),
         (GOOD_IMAGES[:-1], "holds 3135 bytes"),
         (GOOD_IMAGES + b"\x00", "holds 3137 bytes"),
-        (GOOD_IMAGES[:4] + struct.pack(">III", 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF) + GOOD_IMAGES[HEADER_LEN:],
-         "header says"),
+        (
+            GOOD_IMAGES[:4] + struct.pack(">III", 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF) + GOOD_IMAGES[HEADER_LEN:],
+            "header says",
+        ),
         (idx_header(0x08, (1,) * 255) + b"\x00", "255 dimensions"),  # numpy holds at most 64
         (idx_header(0x08, (0, 0xFFFFFFFF, 0xFFFFFFFF)), "no items"),  # 0 bytes of data, as claimed
     ],
-    ids=["not-idx", "unknown-type", "short-header", "one-byte-short", "one-byte-long", "header-claims-2^96-items",
-         "255-dimensions", "zero-times-2^64-items"],
+    ids=[
+        "not-idx",
+        "unknown-type",
+        "short-header",
+        "one-byte-short",
+        "one-byte-long",
+        "header-claims-2^96-items",
+        "255-dimensions",
+        "zero-times-2^64-items",
+    ],
 )
 def test_corrupt_idx_is_refused_without_allocating_what_the_header_claims(tmp_path, payload, message):
     path = tmp_path / "train-images-idx3-ubyte"
@@ -233,8 +243,12 @@ def test_npz_of_channels_last_images_is_read_channels_first(tmp_path, channels):
 
 @pytest.mark.parametrize("key, label", [("y", -1), ("y", 2**62), ("y_test", MAX_CLASSES)])
 def test_npz_labels_outside_0_to_max_classes_are_refused(tmp_path, key, label):
-    arrays = {"x": np.zeros((20, 4, 4)), "y": np.arange(20) % 4, "x_test": np.zeros((20, 4, 4)),
-              "y_test": np.arange(20) % 4}
+    arrays = {
+        "x": np.zeros((20, 4, 4)),
+        "y": np.arange(20) % 4,
+        "x_test": np.zeros((20, 4, 4)),
+        "y_test": np.arange(20) % 4,
+    }
     arrays[key][7] = label
     np.savez(tmp_path / "labels.npz", **arrays)
     with pytest.raises(VaelabError, match=rf"{key}: labels must lie in 0\.\.{MAX_CLASSES - 1}.*found {label}"):
@@ -250,11 +264,16 @@ def _npy_member(shape: tuple[int, ...], payload: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     "shape, n_bytes, message",
-    [((100_000,) * 3, 64,
-      r"claims shape \(100000, 100000, 100000\) of float64 \(8000000000000000 bytes\) but holds 64 bytes$"),
-     ((9,), 64, r"claims shape \(9,\) of float64 \(72 bytes\) but holds 64"),
-     ((-2, -4), 64, r"cannot read npz"),  # (-2) x (-4) x 8 bytes: the byte count matches, the sizes cannot
-     ((0, 2**62, 2**62), 0, r"cannot read npz")],
+    [
+        (
+            (100_000,) * 3,
+            64,
+            r"claims shape \(100000, 100000, 100000\) of float64 \(8000000000000000 bytes\) but holds 64 bytes$",
+        ),
+        ((9,), 64, r"claims shape \(9,\) of float64 \(72 bytes\) but holds 64"),
+        ((-2, -4), 64, r"cannot read npz"),  # (-2) x (-4) x 8 bytes: the byte count matches, the sizes cannot
+        ((0, 2**62, 2**62), 0, r"cannot read npz"),
+    ],
     ids=["1e15-items", "one-item-more", "negative-sizes", "zero-times-2^124"],
 )
 def test_npz_whose_header_claims_more_than_it_holds_is_refused_before_allocating(tmp_path, shape, n_bytes, message):
@@ -317,8 +336,11 @@ def test_npz_with_a_pickled_object_array_is_refused_without_unpickling(tmp_path)
 
 @pytest.mark.parametrize(
     "content, message",
-    [("npy", "not an npz archive .a single array"), ("text", r"not an npz \(zip\) file"),
-     ("truncated-zip", r"not an npz \(zip\) file")],
+    [
+        ("npy", "not an npz archive .a single array"),
+        ("text", r"not an npz \(zip\) file"),
+        ("truncated-zip", r"not an npz \(zip\) file"),
+    ],
 )
 def test_a_file_named_npz_that_is_not_one_is_refused(tmp_path, content, message):
     path = tmp_path / "not.npz"

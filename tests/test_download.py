@@ -52,8 +52,9 @@ def mirror(tmp_path, monkeypatch):
 def trust_mirror(mirror, monkeypatch):
     """Publish the mirror's own MD5s as the expected ones (the real files' sums cannot match test data)."""
     # In the official order, so that the tests below know which file is fetched last.
-    sums = {name: hashlib.md5((mirror / "mnist" / name).read_bytes()).hexdigest()
-            for name in download.SOURCES["mnist"][1]}
+    sums = {
+        name: hashlib.md5((mirror / "mnist" / name).read_bytes()).hexdigest() for name in download.SOURCES["mnist"][1]
+    }
     monkeypatch.setitem(download.SOURCES, "mnist", (download.SOURCES["mnist"][0], sums))
     return mirror
 
@@ -72,9 +73,15 @@ def test_base_url_is_the_official_server_unless_vaelab_mirror_is_set(monkeypatch
 
 def test_every_source_lists_the_four_standard_files_with_md5s():
     for _, sums in download.SOURCES.values():
-        assert sorted(sums) == sorted(f"{stem}.gz" for stem in
-                                      ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+        assert sorted(sums) == sorted(
+            f"{stem}.gz"
+            for stem in (
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+            )
+        )
         assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in sums.values())
 
 
@@ -136,8 +143,25 @@ def test_only_known_sets_can_be_fetched(tmp_path):
 def test_cli_train_downloads_mnist_into_data_cache(trust_mirror, tmp_path, capsys):
     """`vaelab train --data mnist --download` (the CLI's main, in this process so the test sums apply)."""
     cache, out = tmp_path / "cache", tmp_path / "run"
-    status = main(["train", "--data", "mnist", "--download", "--data-cache", str(cache), "--out", str(out),
-                   "--epochs", "1", "--hidden", "16", "--z-dim", "2", "--quiet"])
+    status = main(
+        [
+            "train",
+            "--data",
+            "mnist",
+            "--download",
+            "--data-cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--z-dim",
+            "2",
+            "--quiet",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     assert len(_files(cache / "mnist")) == 4
     assert (out / "checkpoint.json").is_file()
@@ -146,8 +170,19 @@ def test_cli_train_downloads_mnist_into_data_cache(trust_mirror, tmp_path, capsy
 def test_cli_download_with_a_wrong_checksum_exits_2_with_nothing_written(mirror, tmp_path, cli):
     """The real command in a subprocess: one error line, status 2, no cache files, no run folder."""
     cache, out = tmp_path / "cache", tmp_path / "run"
-    result = cli("train", "--data", "mnist", "--download", "--data-cache", str(cache), "--out", str(out),
-                 "--epochs", "1", "--quiet")
+    result = cli(
+        "train",
+        "--data",
+        "mnist",
+        "--download",
+        "--data-cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("vaelab: error: ") and "MD5" in result.stderr
     assert _files(cache) == [] and not out.exists()

@@ -94,26 +94,61 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
     result = evaluate_run(ae_run, digits, k=2, skip_samples=True)
     assert list(result) == ["run", "data", "model", "beta", "epoch", "generation", "latent", "per_dimension", "notes"]
     assert set(result["generation"]) == {
-        "test_loss", "test_loss_se", "recon_sq_error", "recon_sq_error_se", "neg_elbo_nats", "neg_elbo_nats_se",
-        "kl_nats", "nll_iwae_nats", "nll_iwae_nats_se", "classifier_test_accuracy",
-        *(f"{m}_{s}" for s in ("prior", "fitted") for m in ("fd", "precision", "recall", "confidence",
-                                                              "class_entropy_nats")),
+        "test_loss",
+        "test_loss_se",
+        "recon_sq_error",
+        "recon_sq_error_se",
+        "neg_elbo_nats",
+        "neg_elbo_nats_se",
+        "kl_nats",
+        "nll_iwae_nats",
+        "nll_iwae_nats_se",
+        "classifier_test_accuracy",
+        *(
+            f"{m}_{s}"
+            for s in ("prior", "fitted")
+            for m in ("fd", "precision", "recall", "confidence", "class_entropy_nats")
+        ),
     }
     assert set(result["latent"]) == {
-        "active_units", "knn_accuracy", "linear_probe_accuracy", "silhouette", "neighbourhood_agreement",
-        "interp_evenness", "interp_evenness_se", "interp_straightness", "interp_straightness_se",
+        "active_units",
+        "knn_accuracy",
+        "linear_probe_accuracy",
+        "silhouette",
+        "neighbourhood_agreement",
+        "interp_evenness",
+        "interp_evenness_se",
+        "interp_straightness",
+        "interp_straightness_se",
     }
     assert set(result["notes"]) == {
-        "test_images", "likelihood", "binarize", "test_loss", "neg_elbo_nats", "nll_iwae_nats", "iwae_k",
-        "recon_sq_error", "samples", "precision_recall_k", "class_entropy_max_nats", "latent", "active_units",
-        "interpolation", "seed", "seconds", "not_measured",
+        "test_images",
+        "likelihood",
+        "binarize",
+        "test_loss",
+        "neg_elbo_nats",
+        "nll_iwae_nats",
+        "iwae_k",
+        "recon_sq_error",
+        "samples",
+        "precision_recall_k",
+        "class_entropy_max_nats",
+        "latent",
+        "active_units",
+        "interpolation",
+        "seed",
+        "seconds",
+        "not_measured",
     }
     assert result["notes"]["latent"].startswith("codes are encoder means mu(x); k-NN k=5, neighbourhood k=10")
     assert result["notes"]["not_measured"]["nll_iwae_nats"] == "not applicable: the AE has no posterior"
     assert result["notes"]["not_measured"]["fd_prior"] == "skipped with --skip-samples"
     assert set(result["notes"]["not_measured"]) == {
-        key for section in ("generation", "latent") for key, v in result[section].items()
-        if v is None and not key.endswith("_se")}
+        key
+        for section in ("generation", "latent")
+        for key, v in result[section].items()
+        if v is None and not key.endswith("_se")
+    }
 
 
 def _few_test_images(digits, n: int, one_class: bool):
@@ -158,10 +193,25 @@ def test_sample_measures_of_sets_too_small_for_k_nearest_neighbours_are_none(dig
 def test_evaluate_command_on_a_three_image_test_split_reports_what_it_could_not_measure(cli, vae_run, digits, tmp_path):
     tiny = _few_test_images(digits, 3, one_class=True)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x=(tiny.x_train.numpy() * 255).round().astype(np.uint8), y=tiny.y_train.numpy(),
-             x_test=(tiny.x_test.numpy() * 255).round().astype(np.uint8), y_test=tiny.y_test.numpy())
-    done = cli("evaluate", str(vae_run.path), "--data", str(path), "--k", "2", "--skip-samples", "--quiet",
-               "-o", str(tmp_path / "eval.json"))
+    np.savez(
+        path,
+        x=(tiny.x_train.numpy() * 255).round().astype(np.uint8),
+        y=tiny.y_train.numpy(),
+        x_test=(tiny.x_test.numpy() * 255).round().astype(np.uint8),
+        y_test=tiny.y_test.numpy(),
+    )
+    done = cli(
+        "evaluate",
+        str(vae_run.path),
+        "--data",
+        str(path),
+        "--k",
+        "2",
+        "--skip-samples",
+        "--quiet",
+        "-o",
+        str(tmp_path / "eval.json"),
+    )
     assert done.returncode == 0, done.stderr
     assert "not measured (needs more than 10 test images, got 3): neighbourhood agreement" in done.stdout
     assert json.loads((tmp_path / "eval.json").read_text())["latent"]["silhouette"] is None
@@ -175,8 +225,12 @@ def test_evaluate_command_refuses_a_non_positive_k(cli, vae_run):
 def test_binarised_run_is_evaluated_on_the_inputs_it_was_trained_on(tmp_path, digits):
     from vaelab import RunConfig, train
 
-    run = train(RunConfig(data="digits", epochs=1, hidden=[32], z_dim=4, binarize="dynamic"), tmp_path,
-                data=digits, progress=False)
+    run = train(
+        RunConfig(data="digits", epochs=1, hidden=[32], z_dim=4, binarize="dynamic"),
+        tmp_path,
+        data=digits,
+        progress=False,
+    )
     result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
     # The same binarised test images, encoded and scored as the training loop's test evaluation does.
     assert result["generation"]["neg_elbo_nats"] == pytest.approx(run.history[-1]["test_loss"], rel=1e-9)

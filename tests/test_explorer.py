@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import BROWSER_TIMEOUT_MS
 from sklearn.decomposition import PCA
 from torch import nn
 
+from conftest import BROWSER_TIMEOUT_MS
 from vaelab import RunConfig, VaelabError, build_model
 from vaelab.cli import main
 from vaelab.data import ImageData
@@ -160,40 +160,53 @@ def test_explore_command_refuses_a_missing_run_in_one_line(tmp_path, capsys):
 
 def _open(page, tmp_path: Path, fragments: list[str]) -> list[str]:
     path = tmp_path / "explorers.html"
-    path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>explorers</title></head>'
-                    f"<body>{''.join(fragments)}</body></html>\n")
+    path.write_text(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>explorers</title></head>'
+        f"<body>{''.join(fragments)}</body></html>\n"
+    )
     page.goto(path.as_uri())
     return page.evaluate("Object.keys(window.vaelabExplorers)")
 
 
 def _hook(page, explorer_id: str, expression: str, *args):
     """Evaluate `expression` with e = window.vaelabExplorers[explorer_id] and a = args."""
-    return page.evaluate(f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}",
-                         [explorer_id, list(args)])
+    return page.evaluate(
+        f"([id, a]) => {{ const e = window.vaelabExplorers[id]; return {expression}; }}", [explorer_id, list(args)]
+    )
 
 
 def _after_update(page, explorer_id: str, action) -> None:
     """Do `action`, then wait (polling, up to BROWSER_TIMEOUT_MS) until the explorer has shown a new image."""
     before = _hook(page, explorer_id, "e.updates")
     action()
-    page.wait_for_function("([id, n]) => window.vaelabExplorers[id].updates > n", arg=[explorer_id, before],
-                           timeout=BROWSER_TIMEOUT_MS)
+    page.wait_for_function(
+        "([id, n]) => window.vaelabExplorers[id].updates > n", arg=[explorer_id, before], timeout=BROWSER_TIMEOUT_MS
+    )
 
 
 def _move_pointer_to(page, explorer_id: str, z: list[float]) -> None:
-    x, y = _hook(page, explorer_id, "(r => { const p = e.latentToPoint(a[0]); return [r.left + p[0], r.top + p[1]]; })"
-                 "(e.mapCanvas.getBoundingClientRect())", z)
+    x, y = _hook(
+        page,
+        explorer_id,
+        "(r => { const p = e.latentToPoint(a[0]); return [r.left + p[0], r.top + p[1]]; })"
+        "(e.mapCanvas.getBoundingClientRect())",
+        z,
+    )
     _after_update(page, explorer_id, lambda: page.mouse.move(x, y))
 
 
 def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
     """The decoded-image canvas as (height, width, RGBA) bytes, passed as base64 (a JS array is far slower)."""
-    width, height, rgba = _hook(page, explorer_id, """(c => {
+    width, height, rgba = _hook(
+        page,
+        explorer_id,
+        """(c => {
         const bytes = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let text = '';
         for (let i = 0; i < bytes.length; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
         return [c.width, c.height, btoa(text)];
-    })(e.imageCanvas)""")
+    })(e.imageCanvas)""",
+    )
     return np.frombuffer(base64.b64decode(rgba), dtype=np.uint8).reshape(height, width, 4).astype(np.int64)
 
 
@@ -262,11 +275,15 @@ def test_slider_sets_one_latent_coordinate(page, tmp_path, vae_run, digits):
     assert np.abs(after - before).max() >= 1
 
 
-@pytest.mark.parametrize("fields", [
-    dict(arch="conv", z_dim=3, dec_activation="elu"),
-    dict(arch="mlp", z_dim=2, dec_activation="tanh"),
-    dict(arch="mlp", z_dim=1, dec_activation="leaky_relu", model="ae"),
-], ids=["conv-elu", "mlp-tanh", "mlp-leaky-relu-ae-z1"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(arch="conv", z_dim=3, dec_activation="elu"),
+        dict(arch="mlp", z_dim=2, dec_activation="tanh"),
+        dict(arch="mlp", z_dim=1, dec_activation="leaky_relu", model="ae"),
+    ],
+    ids=["conv-elu", "mlp-tanh", "mlp-leaky-relu-ae-z1"],
+)
 def test_every_decoder_layer_type_is_evaluated_like_pytorch(page, tmp_path, digits, fields):
     run = _untrained_run(tmp_path, "untrained", seed=1, **fields)
     (explorer_id,) = _open(page, tmp_path, [explorer_html(run, digits, max_points=100)])

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-
-from vaelab.errors import VaelabError
 import torch
 from scipy.stats import norm
 from sklearn.decomposition import PCA
 
 from test_plots import MAGIC, png_size
 from vaelab import RunConfig, cli, figures, objectives, plots, train
+from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
 from vaelab.figures import FigureOptions, RunView, make_figure
 
@@ -34,7 +33,7 @@ def test_manifold_tiles_equal_the_decoder_at_the_prior_quantile_grid(vae2d_run, 
             z = torch.tensor([[z_axis[col], z_axis[n - 1 - row]]], dtype=torch.float32)  # z2 grows upwards
             with torch.no_grad():
                 expected = vae2d_run.model.decode_mean(z)[0, 0].numpy()
-            tile = drawn[1 + row * (h + 1):1 + row * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w]
+            tile = drawn[1 + row * (h + 1) : 1 + row * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w]
             assert np.asarray(tile) == pytest.approx(expected, abs=1e-5), (row, col)
 
 
@@ -87,8 +86,10 @@ def test_plot_command_writes_a_png_of_the_figures_size(kind, fixtures, flags, re
     runs = [request.getfixturevalue(name) for name in fixtures]
     out = tmp_path / f"{kind}.png"
     assert cli.main(["plot", kind, *[str(r.path) for r in runs], "-o", str(out), *flags]) == 0
-    options = FigureOptions(n=int(flags[flags.index("-n") + 1]) if "-n" in flags else None,
-                            method=flags[flags.index("--method") + 1] if "--method" in flags else "pca")
+    options = FigureOptions(
+        n=int(flags[flags.index("-n") + 1]) if "-n" in flags else None,
+        method=flags[flags.index("--method") + 1] if "--method" in flags else "pca",
+    )
     expected = make_figure(kind, [view_of(r, digits) for r in runs], options).get_size_inches() * plots.DPI
     assert out.stat().st_size > 10_000  # a drawn figure, not an empty canvas
     assert png_size(out.read_bytes()) == tuple(round(v) for v in expected)
@@ -103,13 +104,16 @@ def test_real_command_draws_the_ae_and_vae_side_by_side(cli, ae_run, vae_run, di
     assert png_size(out.read_bytes())[0] > 1.6 * one_panel
 
 
-@pytest.mark.parametrize("kind, fixture, message", [
-    ("posterior", "vae_run", "needs a 2-D latent"),
-    ("manifold", "vae_run", "needs a 2-D latent"),
-    ("kl", "ae_run", "no KL term"),
-    ("posterior", "ae_run", "needs a VAE"),
-    ("wobble", "vae_run", "unknown figure"),
-])
+@pytest.mark.parametrize(
+    "kind, fixture, message",
+    [
+        ("posterior", "vae_run", "needs a 2-D latent"),
+        ("manifold", "vae_run", "needs a 2-D latent"),
+        ("kl", "ae_run", "no KL term"),
+        ("posterior", "ae_run", "needs a VAE"),
+        ("wobble", "vae_run", "unknown figure"),
+    ],
+)
 def test_figures_that_do_not_fit_the_run_are_refused_with_a_reason(kind, fixture, message, request, tmp_path, capsys):
     run = request.getfixturevalue(fixture)
     out = tmp_path / "x.png"
@@ -149,9 +153,9 @@ def test_autoencoder_manifold_spans_the_5_to_95_percent_range_of_its_own_codes(a
         z = torch.tensor([[z1[col], z2[n - 1 - row]]], dtype=torch.float32)  # z2 grows upwards
         with torch.no_grad():
             expected = ae2d_run.model.decode_mean(z)[0, 0].numpy()
-        tile = drawn[1 + row * (h + 1):1 + row * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w]
+        tile = drawn[1 + row * (h + 1) : 1 + row * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w]
         assert np.asarray(tile) == pytest.approx(expected, abs=1e-5), (row, col)
-    assert [t.get_text() for t in ax.get_xticklabels()][::n - 1] == [f"{z1[0]:.2f}", f"{z1[-1]:.2f}"]
+    assert [t.get_text() for t in ax.get_xticklabels()][:: n - 1] == [f"{z1[0]:.2f}", f"{z1[-1]:.2f}"]
     assert "of its codes" in ax.get_xlabel() and "of its codes" in ax.get_ylabel()
     assert "no prior: grid over the 5%…95% range of its test codes" in " ".join(ax.get_title().split())
 
@@ -173,7 +177,7 @@ def test_recon_figure_shows_test_images_of_different_classes_under_a_title_with_
     fig = make_figure("recon", [view_of(vae_run, digits)], FigureOptions(n=8))
     drawn = np.asarray(fig.axes[0].get_images()[0].get_array())
     h, w = digits.image_shape[1:]
-    tiles = [drawn[1:1 + h, 1 + c * (w + 1):1 + c * (w + 1) + w] for c in range(8)]  # the first row: inputs
+    tiles = [drawn[1 : 1 + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] for c in range(8)]  # the first row: inputs
     flat = digits.x_test[:, 0].flatten(1).numpy()  # (N, H*W)
     shown = [int(np.abs(flat - tile.reshape(1, -1)).sum(1).argmin()) for tile in tiles]
     assert len(set(digits.y_test[shown].tolist())) == 8
@@ -185,9 +189,11 @@ def test_recon_figure_shows_test_images_of_different_classes_under_a_title_with_
 @pytest.mark.parametrize("command", ["plot", "sample", "reconstruct"])
 def test_plot_sample_and_reconstruct_write_the_format_their_suffix_names(command, suffix, vae2d_run, tmp_path):
     out = tmp_path / f"picture{suffix}"
-    args = {"plot": ["plot", "manifold", str(vae2d_run.path), "-n", "3"],
-            "sample": ["sample", str(vae2d_run.path), "-n", "4"],
-            "reconstruct": ["reconstruct", str(vae2d_run.path), "-n", "4"]}[command]
+    args = {
+        "plot": ["plot", "manifold", str(vae2d_run.path), "-n", "3"],
+        "sample": ["sample", str(vae2d_run.path), "-n", "4"],
+        "reconstruct": ["reconstruct", str(vae2d_run.path), "-n", "4"],
+    }[command]
     assert cli.main([*args, "-o", str(out)]) == 0
     assert out.read_bytes().startswith(MAGIC[suffix])
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
@@ -202,8 +208,11 @@ def test_sample_draws_8x8_digits_as_tiles_of_48_pixels(vae_run, tmp_path):
 @pytest.mark.parametrize("command", ["plot", "sample", "reconstruct"])
 def test_an_unknown_picture_suffix_is_one_error_line_and_no_file(command, vae_run, tmp_path, capsys):
     out = tmp_path / "picture.gif"
-    args = {"plot": ["plot", "latent", str(vae_run.path)], "sample": ["sample", str(vae_run.path)],
-            "reconstruct": ["reconstruct", str(vae_run.path)]}[command]
+    args = {
+        "plot": ["plot", "latent", str(vae_run.path)],
+        "sample": ["sample", str(vae_run.path)],
+        "reconstruct": ["reconstruct", str(vae_run.path)],
+    }[command]
     assert cli.main([*args, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err == f"vaelab: error: {out}: the output file must end in .png, .pdf, .svg, .jpg or .jpeg\n"
@@ -211,19 +220,22 @@ def test_an_unknown_picture_suffix_is_one_error_line_and_no_file(command, vae_ru
 
 
 OUT_OF_RANGE = [  # the run fixture, what a user types (RUN: its folder), what the error line says
-    ("vae2d_run", ["plot", "manifold", "RUN", "-n", "100000"], "-n 100000 is too large for manifold: at most 50 tiles per grid side"),
+    (
+        "vae2d_run",
+        ["plot", "manifold", "RUN", "-n", "100000"],
+        "-n 100000 is too large for manifold: at most 50 tiles per grid side",
+    ),
     ("vae_run", ["sample", "RUN", "-n", "100000000"], "-n 100000000 is too large for samples: at most 10000 samples"),
     ("vae_run", ["plot", "latent", "RUN", "--method", "tsne", "-n", "1"], "t-SNE needs at least 2 test images"),
-    ("vae_run", ["sample", "RUN", "--seed", str(2 ** 70)], "--seed: expected an integer from 0 to 4294967295"),
+    ("vae_run", ["sample", "RUN", "--seed", str(2**70)], "--seed: expected an integer from 0 to 4294967295"),
     ("vae_run", ["sample", "RUN", "--seed", "-1"], "--seed: expected an integer from 0 to 4294967295"),
-    ("vae_run", ["plot", "samples", "RUN", "--seed", str(2 ** 32)], "--seed: expected an integer from 0 to 4294967295"),
+    ("vae_run", ["plot", "samples", "RUN", "--seed", str(2**32)], "--seed: expected an integer from 0 to 4294967295"),
     ("vae_run", ["plot", "latent", "RUN", "--seed", "-1"], "--seed: expected an integer from 0 to 4294967295"),
 ]
 
 
 @pytest.mark.parametrize("fixture, args, message", OUT_OF_RANGE, ids=[" ".join(c[1])[:40] for c in OUT_OF_RANGE])
-def test_out_of_range_sizes_and_seeds_end_in_one_error_line_and_no_file(fixture, args, message, cli, request,
-                                                                        tmp_path):
+def test_out_of_range_sizes_and_seeds_end_in_one_error_line_and_no_file(fixture, args, message, cli, request, tmp_path):
     run = request.getfixturevalue(fixture)
     out = tmp_path / "picture.png"
     result = cli(*[str(run.path) if a == "RUN" else a for a in args], "-o", str(out))

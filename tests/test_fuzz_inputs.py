@@ -99,8 +99,11 @@ def test_corrupted_run_files_never_give_a_traceback(tmp_path, pristine, capsys):
         shutil.copytree(pristine, run)
         out.mkdir()
         name = rng.choice(["checkpoint.json", "config.json", "metrics.jsonl"])
-        (run / name).write_bytes(mutate_json((run / name).read_text().splitlines()[0] if name == "metrics.jsonl"
-                                             else (run / name).read_text(), rng))
+        (run / name).write_bytes(
+            mutate_json(
+                (run / name).read_text().splitlines()[0] if name == "metrics.jsonl" else (run / name).read_text(), rng
+            )
+        )
         argv = rng.choice(commands(run, out))
         before = snapshot(run)
         status, err = run_case(argv, capsys)
@@ -135,8 +138,23 @@ def test_corrupted_npz_and_idx_files_never_give_a_traceback(tmp_path, capsys):
             victim = rng.choice(sorted(source.iterdir()))
         victim.write_bytes(mutate_bytes(victim.read_bytes(), rng))
         out = root / "run"
-        status, err = run_case(["train", "--data", str(source), "--epochs", "1", "--hidden", "8", "--z-dim", "2",
-                                "--quiet", "--out", str(out)], capsys)
+        status, err = run_case(
+            [
+                "train",
+                "--data",
+                str(source),
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--z-dim",
+                "2",
+                "--quiet",
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )
         context = f"case {case}: {victim.name}: {err}"
         assert status in (0, 2), context
         if status == 2:

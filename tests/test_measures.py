@@ -43,17 +43,28 @@ def test_section_keys_put_each_standard_error_after_its_measure():
     assert "active_units_se" not in keys and "kl_nats_se" not in section_keys("generation")
 
 
-@pytest.mark.parametrize("value,se,text", [
-    (93.1234, 0.4521, "93.12 ± 0.45"), (0.123456, 0.00123, "0.1235 ± 0.0012"), (1234.7, 12.0, "1235 ± 12"),
-    (0.9133333, None, "0.9133"), (7, None, "7"), (None, None, "n/a"), (2.5, float("nan"), "2.5"),
-])
+@pytest.mark.parametrize(
+    "value,se,text",
+    [
+        (93.1234, 0.4521, "93.12 ± 0.45"),
+        (0.123456, 0.00123, "0.1235 ± 0.0012"),
+        (1234.7, 12.0, "1235 ± 12"),
+        (0.9133333, None, "0.9133"),
+        (7, None, "7"),
+        (None, None, "n/a"),
+        (2.5, float("nan"), "2.5"),
+    ],
+)
 def test_values_are_rounded_to_their_standard_error(value, se, text):
     assert format_value(value, se) == text
 
 
 def test_summary_table_shows_measured_rows_and_says_why_the_rest_are_missing():
-    evaluation = {"generation": {"neg_elbo_nats": 95.0, "neg_elbo_nats_se": 0.5}, "latent": {"active_units": 3},
-                  "notes": {"not_measured": {"nll_iwae_nats": "skipped with --skip-iwae"}}}
+    evaluation = {
+        "generation": {"neg_elbo_nats": 95.0, "neg_elbo_nats_se": 0.5},
+        "latent": {"active_units": 3},
+        "notes": {"not_measured": {"nll_iwae_nats": "skipped with --skip-iwae"}},
+    }
     lines = summary_table(evaluation).splitlines()
     assert lines[0].split() == ["measure", "value", "better"] and set(lines[1]) == {"-"}
     assert lines[2].split()[-4:] == ["95.00", "±", "0.50", "lower"]

@@ -21,8 +21,9 @@ def test_default_vae_is_the_lecture_network():
 
 
 @pytest.mark.parametrize("model_kind", ["ae", "vae"])
-@pytest.mark.parametrize("arch,shape",
-                         [("mlp", (1, 8, 8)), ("mlp", (3, 32, 32)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "arch,shape", [("mlp", (1, 8, 8)), ("mlp", (3, 32, 32)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))]
+)
 def test_models_share_one_interface_for_any_shape(model_kind, arch, shape):
     model = build_model(RunConfig(model=model_kind, arch=arch, z_dim=3, hidden=[32, 16]), shape)
     x = torch.rand(5, *shape)
@@ -52,7 +53,7 @@ def test_reparameterised_samples_have_the_posterior_moments():
     mu, logvar = torch.tensor([[1.5, -2.0]]).expand(200_000, 2), torch.tensor([[0.0, -2.0]]).expand(200_000, 2)
     z = build_model(RunConfig(z_dim=2), (1, 8, 8)).reparameterize(mu, logvar)
     torch.testing.assert_close(z.mean(0), torch.tensor([1.5, -2.0]), atol=0.01, rtol=0)
-    torch.testing.assert_close(z.std(0), torch.tensor([1.0, torch.e ** -1]), atol=0.01, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.tensor([1.0, torch.e**-1]), atol=0.01, rtol=0)
 
 
 def test_vae_loss_parts_equal_an_independent_computation():

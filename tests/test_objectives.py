@@ -40,8 +40,9 @@ def test_kl_standard_prior_shortcut_equals_general_form_and_torch():
     torch.testing.assert_close(shortcut, general, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(shortcut, reference, rtol=1e-10, atol=1e-10)
     shifted = objectives.gaussian_kl(mu, logvar, 0.5, 0.0)  # a float prior that is not standard takes the general form
-    torch.testing.assert_close(shifted, kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.5, 1.0)),
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        shifted, kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.5, 1.0)), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_kl_matches_monte_carlo():

@@ -41,8 +41,9 @@ def test_figures_and_explorer_show_the_same_plane_with_the_same_signs():
         mean, basis, shares = latent_plane(torch.from_numpy(codes))
         explorer_points = (torch.from_numpy(codes) - mean) @ basis.T  # (N, 2), as explorer_payload places them
         np.testing.assert_allclose(points, explorer_points.numpy(), atol=1e-9)
-        assert labels == tuple(f"principal component {i + 1} ({100 * s:.0f}% of variance)"
-                               for i, s in enumerate(shares))
+        assert labels == tuple(
+            f"principal component {i + 1} ({100 * s:.0f}% of variance)" for i, s in enumerate(shares)
+        )
 
 
 def test_principal_plane_refuses_a_one_dimensional_latent():

@@ -29,7 +29,7 @@ def test_image_grid_places_each_image_at_its_tile_with_white_padding():
     assert grid.shape == (3 * 4 + 1, 2 * 5 + 1)
     for i in range(5):
         r, c = divmod(i, 2)
-        assert np.array_equal(grid[1 + r * 4:1 + r * 4 + 3, 1 + c * 5:1 + c * 5 + 4], images[i, 0].numpy())
+        assert np.array_equal(grid[1 + r * 4 : 1 + r * 4 + 3, 1 + c * 5 : 1 + c * 5 + 4], images[i, 0].numpy())
     assert grid[0].min() == 1.0 and grid[:, 0].min() == 1.0
     assert (grid[9:12, 6:10] == 1.0).all()  # the empty sixth tile stays white
 
@@ -79,8 +79,17 @@ def test_kl_bars_show_each_dimension_and_hatch_the_inactive_ones():
 
 
 def test_training_curves_plot_train_and_test_of_every_epoch():
-    history = [{"epoch": e, **{f"{s}_{k}": 10.0 / e + (s == "test") + (k == "kl") for s in ("train", "test")
-                               for k in ("loss", "recon", "kl")}} for e in range(1, 6)]
+    history = [
+        {
+            "epoch": e,
+            **{
+                f"{s}_{k}": 10.0 / e + (s == "test") + (k == "kl")
+                for s in ("train", "test")
+                for k in ("loss", "recon", "kl")
+            },
+        }
+        for e in range(1, 6)
+    ]
     fig = plots.training_curves([plots.CurvesPanel("run", "vae", history)])
     kl_axes = fig.axes[2]
     lines = {line.get_label(): line for line in kl_axes.get_lines()}
@@ -89,7 +98,11 @@ def test_training_curves_plot_train_and_test_of_every_epoch():
 
 
 MAGIC = {  # a file's first bytes by format (PNG spec, JPEG SOI marker, PDF header, SVG's XML declaration)
-    ".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff", ".pdf": b"%PDF-", ".svg": b"<?xml",
+    ".png": b"\x89PNG\r\n\x1a\n",
+    ".jpg": b"\xff\xd8\xff",
+    ".jpeg": b"\xff\xd8\xff",
+    ".pdf": b"%PDF-",
+    ".svg": b"<?xml",
 }
 
 
@@ -134,14 +147,16 @@ def test_image_grid_files_repeat_each_pixel_into_a_square_nearest_neighbour(tmp_
     drawn = matplotlib.image.imread(tmp_path / "g.png")[..., 0]  # (60, 60) grey levels in [0, 1]
     scale = plots.tile_scale(8, 8)
     top, left = (1 + 2) * scale, (1 + 5) * scale  # image_grid pads one white pixel before the tile
-    assert (drawn[top:top + scale, left:left + scale] == 1.0).all()
-    assert drawn[scale:9 * scale, scale:9 * scale].sum() == scale * scale
+    assert (drawn[top : top + scale, left : left + scale] == 1.0).all()
+    assert drawn[scale : 9 * scale, scale : 9 * scale].sum() == scale * scale
 
 
 # A title as long as the latent figure's, and panel titles like a run's (a folder, or a whole path).
 LONG_TITLE = "Where the encoder puts the test images, coloured by their label"
-PANEL_TITLES = ["ae-2d: AE, 2-D latent\ncodes e(x) of 360 test images",
-                "/tmp/a-rather-long/path/to/runs/of/the/lecture/vae-2d: VAE, 2-D latent"]
+PANEL_TITLES = [
+    "ae-2d: AE, 2-D latent\ncodes e(x) of 360 test images",
+    "/tmp/a-rather-long/path/to/runs/of/the/lecture/vae-2d: VAE, 2-D latent",
+]
 
 
 def _figure_of(kind: str, k: int):
@@ -149,20 +164,26 @@ def _figure_of(kind: str, k: int):
     rng = np.random.default_rng(0)
     titles = [PANEL_TITLES[i % 2] for i in range(k)]
     x = torch.rand(8, 1, 8, 8)
-    history = [{"epoch": e, **{f"{s}_{p}": 1.0 / e for s in ("train", "test") for p in ("loss", "recon", "kl")}}
-               for e in (1, 2)]
+    history = [
+        {"epoch": e, **{f"{s}_{p}": 1.0 / e for s in ("train", "test") for p in ("loss", "recon", "kl")}}
+        for e in (1, 2)
+    ]
     makers = {
-        "latent": lambda: plots.latent_scatter([plots.ScatterPanel(t, rng.normal(size=(50, 2)), np.arange(50) % 10,
-                                                                   ("z1", "z2")) for t in titles], LONG_TITLE),
-        "posterior": lambda: plots.posterior_ellipses([plots.PosteriorPanel(t, rng.normal(size=(5, 2)),
-                                                                            np.full((5, 2), 0.2), None)
-                                                       for t in titles]),
-        "manifold": lambda: plots.manifold_grid([plots.ManifoldPanel(t, torch.rand(9, 1, 8, 8), np.arange(3.0),
-                                                                     np.arange(3.0)) for t in titles], LONG_TITLE),
+        "latent": lambda: plots.latent_scatter(
+            [plots.ScatterPanel(t, rng.normal(size=(50, 2)), np.arange(50) % 10, ("z1", "z2")) for t in titles],
+            LONG_TITLE,
+        ),
+        "posterior": lambda: plots.posterior_ellipses(
+            [plots.PosteriorPanel(t, rng.normal(size=(5, 2)), np.full((5, 2), 0.2), None) for t in titles]
+        ),
+        "manifold": lambda: plots.manifold_grid(
+            [plots.ManifoldPanel(t, torch.rand(9, 1, 8, 8), np.arange(3.0), np.arange(3.0)) for t in titles], LONG_TITLE
+        ),
         "samples": lambda: plots.image_panels([plots.ImagePanel(t, x) for t in titles], LONG_TITLE, ncol=4),
         "recon": lambda: plots.reconstructions([plots.ReconPanel(t, x, x) for t in titles]),
-        "interp": lambda: plots.interpolation_strips([plots.InterpPanel(t, x[:2], torch.rand(2, 5, 1, 8, 8), x[2:4])
-                                                      for t in titles]),
+        "interp": lambda: plots.interpolation_strips(
+            [plots.InterpPanel(t, x[:2], torch.rand(2, 5, 1, 8, 8), x[2:4]) for t in titles]
+        ),
         "curves": lambda: plots.training_curves([plots.CurvesPanel(t, "vae", history) for t in titles]),
         "kl": lambda: plots.kl_per_dimension([plots.KLPanel(t, np.ones(4), np.ones(4, bool)) for t in titles], 0.01),
     }

@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
 from conftest import BROWSER_TIMEOUT_MS, run_cli
 from test_plots import png_size
-
 from vaelab import cli, report
 from vaelab.compare import comparison_rows
 from vaelab.figures import RunView, why_not
@@ -85,15 +85,44 @@ def small_evals():
     """Two eval.json-like dicts as vaelab.evaluate writes them, with numbers chosen to make a clear winner:
     the VAE's prior samples are better on every measure, the AE's interpolations are more even."""
     return {
-        "ae": {"generation": {"recon_sq_error": 4.5, "recon_sq_error_se": 0.1, "test_loss": 4.5, "fd_prior": 90.0,
-                              "precision_prior": 0.2, "confidence_prior": 0.6},
-               "latent": {"knn_accuracy": 0.93, "active_units": 8, "interp_evenness": 1.1, "interp_evenness_se": 0.01,
-                          "interp_straightness": 1.05, "interp_straightness_se": 0.01}},
-        "vae": {"generation": {"recon_sq_error": 6.0, "recon_sq_error_se": 0.12, "neg_elbo_nats": 27.0,
-                               "neg_elbo_nats_se": 0.3, "kl_nats": 9.5, "fd_prior": 30.0, "precision_prior": 0.7,
-                               "confidence_prior": 0.9},
-                "latent": {"knn_accuracy": 0.91, "active_units": 5, "interp_evenness": 1.3, "interp_evenness_se": 0.02,
-                           "interp_straightness": 1.2, "interp_straightness_se": 0.01}},
+        "ae": {
+            "generation": {
+                "recon_sq_error": 4.5,
+                "recon_sq_error_se": 0.1,
+                "test_loss": 4.5,
+                "fd_prior": 90.0,
+                "precision_prior": 0.2,
+                "confidence_prior": 0.6,
+            },
+            "latent": {
+                "knn_accuracy": 0.93,
+                "active_units": 8,
+                "interp_evenness": 1.1,
+                "interp_evenness_se": 0.01,
+                "interp_straightness": 1.05,
+                "interp_straightness_se": 0.01,
+            },
+        },
+        "vae": {
+            "generation": {
+                "recon_sq_error": 6.0,
+                "recon_sq_error_se": 0.12,
+                "neg_elbo_nats": 27.0,
+                "neg_elbo_nats_se": 0.3,
+                "kl_nats": 9.5,
+                "fd_prior": 30.0,
+                "precision_prior": 0.7,
+                "confidence_prior": 0.9,
+            },
+            "latent": {
+                "knn_accuracy": 0.91,
+                "active_units": 5,
+                "interp_evenness": 1.3,
+                "interp_evenness_se": 0.02,
+                "interp_straightness": 1.2,
+                "interp_straightness_se": 0.01,
+            },
+        },
     }
 
 
@@ -170,8 +199,10 @@ def test_summary_judges_the_lecture_claims_from_the_numbers(views):
     evals = small_evals()
     assert _claims(views, evals) == ["Held", "Did not hold"]  # VAE samples better; AE interpolations more even
     for metric in ("interp_evenness", "interp_straightness"):  # swap the models' interpolation numbers
-        evals["ae"]["latent"][metric], evals["vae"]["latent"][metric] = (evals["vae"]["latent"][metric],
-                                                                         evals["ae"]["latent"][metric])
+        evals["ae"]["latent"][metric], evals["vae"]["latent"][metric] = (
+            evals["vae"]["latent"][metric],
+            evals["ae"]["latent"][metric],
+        )
     evals["vae"]["generation"]["fd_prior"] = 120.0  # the VAE's samples now further from the data by FD
     assert _claims(views, evals) == ["Mixed", "Held"]
     evals["vae"]["latent"]["interp_evenness"] = evals["ae"]["latent"]["interp_evenness"] + 0.01  # < 2 SE apart
@@ -201,15 +232,22 @@ def test_training_time_is_the_sum_of_the_epochs_seconds(views):
     for view in views:
         assert training_seconds(view) == pytest.approx(sum(row["seconds"] for row in view.run.history))
         assert training_seconds(view) > 0
-    broken = RunView("broken", dataclasses.replace(views[0].run, history=[{"seconds": "soon"}]), views[0].data,
-                     views[0].x_test)
+    broken = RunView(
+        "broken", dataclasses.replace(views[0].run, history=[{"seconds": "soon"}]), views[0].data, views[0].x_test
+    )
     assert training_seconds(broken) is None
     assert "trained in an unknown time" in section(report.build_report([broken], None, explorers="none"), "summary")
 
 
-@pytest.mark.parametrize("choice, expected", [
-    ("auto", ["vae", "vae2d"]), ("2d", ["vae2d"]), ("all", ["ae", "vae", "vae2d"]), ("none", []),
-])
+@pytest.mark.parametrize(
+    "choice, expected",
+    [
+        ("auto", ["vae", "vae2d"]),
+        ("2d", ["vae2d"]),
+        ("all", ["ae", "vae", "vae2d"]),
+        ("none", []),
+    ],
+)
 def test_explorers_go_by_default_to_2d_runs_and_the_main_vae(views, choice, expected):
     named = [RunView(name, v.run, v.data, v.x_test) for name, v in zip(["ae", "vae", "vae2d"], views)]
     assert [v.name for v in report.explorer_views(named, choice)] == expected
@@ -217,8 +255,10 @@ def test_explorers_go_by_default_to_2d_runs_and_the_main_vae(views, choice, expe
 
 def test_main_vae_is_the_first_with_beta_one(views):
     beta4 = dataclasses.replace(views[1].run, config=dataclasses.replace(views[1].run.config, beta=4.0))
-    named = [RunView("beta4", beta4, views[1].data, views[1].x_test), RunView("vae", views[1].run, views[1].data,
-                                                                             views[1].x_test)]
+    named = [
+        RunView("beta4", beta4, views[1].data, views[1].x_test),
+        RunView("vae", views[1].run, views[1].data, views[1].x_test),
+    ]
     assert [v.name for v in report.explorer_views(named, "auto")] == ["vae"]
     assert [v.name for v in report.explorer_views(named[:1], "auto")] == ["beta4"]  # no beta-1 VAE: the first VAE
 
@@ -234,8 +274,11 @@ def test_report_command_reads_a_compare_folder_and_writes_one_file(ae_run, vae_r
     folder.mkdir()
     evals = small_evals()
     rows = comparison_rows(evals)
-    (folder / "comparison.json").write_text(json.dumps(
-        {"models": {"ae": str(ae_run.path), "vae": str(vae_run.path)}, "rows": rows, "settings": {"epochs": 5}}))
+    (folder / "comparison.json").write_text(
+        json.dumps(
+            {"models": {"ae": str(ae_run.path), "vae": str(vae_run.path)}, "rows": rows, "settings": {"epochs": 5}}
+        )
+    )
     out = tmp_path / "report.html"
     assert cli.main(["report", str(folder), "-o", str(out), "--explorers", "none"]) == 0
     page = out.read_text()
@@ -256,11 +299,14 @@ def test_report_without_evaluations_says_how_to_get_the_table(views):
     assert "claims are not tested here" in section(page, "summary")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["report", "{tmp}/nope", "-o", "{tmp}/r.html"], "no such run folder"),
-    (["report", "{run}", "-o", "{tmp}/missing/r.html"], "does not exist"),
-    (["report", "{run}", "-o", "{tmp}/r.txt"], ".html"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "{tmp}/nope", "-o", "{tmp}/r.html"], "no such run folder"),
+        (["report", "{run}", "-o", "{tmp}/missing/r.html"], "does not exist"),
+        (["report", "{run}", "-o", "{tmp}/r.txt"], ".html"),
+    ],
+)
 def test_report_refuses_bad_paths_and_writes_nothing(args, message, vae_run, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, run=vae_run.path) for a in args]
     assert cli.main(argv) == 2
@@ -269,8 +315,7 @@ def test_report_refuses_bad_paths_and_writes_nothing(args, message, vae_run, tmp
 
 
 def _row(**changes) -> dict:
-    return {"metric": "fd_prior", "description": "d", "better": "lower", "values": {"ae": 1.0}, "best": None,
-            **changes}
+    return {"metric": "fd_prior", "description": "d", "better": "lower", "values": {"ae": 1.0}, "best": None, **changes}
 
 
 MALFORMED = {
@@ -322,16 +367,21 @@ def test_every_user_string_is_escaped(vae2d_run, tmp_path):
     folder.mkdir()
     hostile = "<img src=x onerror=alert(1)>"
     row = _row(metric="<script>alert(2)</script>", description='"><i>desc', values={hostile: 1.0}, best=hostile)
-    (folder / "comparison.json").write_text(json.dumps(
-        {"models": {hostile: str(run)}, "rows": [row], "settings": {"<u>key": "<u>value"}}))
+    (folder / "comparison.json").write_text(
+        json.dumps({"models": {hostile: str(run)}, "rows": [row], "settings": {"<u>key": "<u>value"}})
+    )
     out = tmp_path / "report.html"
     assert cli.main(["report", str(folder), "-o", str(out), "--explorers", "all"]) == 0
     page = out.read_text()
     parse(page)
     for raw in ("<img src=x", "<script>alert", "<b>bold", "<i>desc", "<u>"):
         assert raw not in page, raw
-    for escaped in ("&lt;img src=x onerror=alert(1)&gt;", "&lt;script&gt;alert(2)&lt;/script&gt;",
-                    "run&lt;b&gt;bold&lt;/b&gt;&amp;&quot;quoted&quot;", "&lt;u&gt;key &lt;u&gt;value"):
+    for escaped in (
+        "&lt;img src=x onerror=alert(1)&gt;",
+        "&lt;script&gt;alert(2)&lt;/script&gt;",
+        "run&lt;b&gt;bold&lt;/b&gt;&amp;&quot;quoted&quot;",
+        "&lt;u&gt;key &lt;u&gt;value",
+    ):
         assert escaped in page, escaped
 
 

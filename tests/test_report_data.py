@@ -6,10 +6,17 @@ from vaelab.figures import RunView
 from vaelab.report_data import NOISE_SES, claim_verdict, main_ae, main_vae, measure_verdict, standard_error
 
 
-@pytest.mark.parametrize("vae, ae, better, expected", [
-    (0.9, 0.6, "higher", 1), (0.6, 0.9, "higher", -1), (30.0, 90.0, "lower", 1), (90.0, 30.0, "lower", -1),
-    (5.0, 8.0, None, 0), (1.0, 1.0, "lower", 0),
-])
+@pytest.mark.parametrize(
+    "vae, ae, better, expected",
+    [
+        (0.9, 0.6, "higher", 1),
+        (0.6, 0.9, "higher", -1),
+        (30.0, 90.0, "lower", 1),
+        (90.0, 30.0, "lower", -1),
+        (5.0, 8.0, None, 0),
+        (1.0, 1.0, "lower", 0),
+    ],
+)
 def test_measure_verdict_follows_the_rows_direction(vae, ae, better, expected):
     assert measure_verdict(vae, ae, better, None, None) == expected
 

@@ -87,8 +87,14 @@ def test_a_checkpoint_name_outside_the_folder_is_refused_and_deletes_nothing(sha
 def test_planted_symlinks_never_redirect_a_write_outside_the_folder(shared):
     run, victim = shared
     outside = victim / "notes.txt"
-    for name in ("config.json.tmp", "checkpoint.json.tmp", "metrics.jsonl.tmp", "eval.json.tmp",
-                 "checkpoint-0002.safetensors.tmp", ".config.json.tmp"):
+    for name in (
+        "config.json.tmp",
+        "checkpoint.json.tmp",
+        "metrics.jsonl.tmp",
+        "eval.json.tmp",
+        "checkpoint-0002.safetensors.tmp",
+        ".config.json.tmp",
+    ):
         (run / name).symlink_to(outside)
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").symlink_to(outside)  # a link at the target's own name is replaced, not written through
@@ -181,14 +187,17 @@ def _rewrite_checkpoint(run: Path, change) -> None:
     rewrite_pointer(run, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.update({"optim.0.exp_avg": torch.zeros(3, 3)}), "optim.0.exp_avg is 3x3"),
-    (lambda t: t.update({"optim.0.exp_avg": t["optim.0.exp_avg"].double()}), "optim.0.exp_avg"),
-    (lambda t: t.update({"optim.x.y.z": torch.zeros(1)}), "optim.x.y.z unexpected"),
-    (lambda t: t.pop("optim.1.exp_avg_sq"), "optim.1.exp_avg_sq missing"),
-    (lambda t: t.update({"model.decoder.0.weight": torch.zeros(5, 7)}), "decoder.0.weight is 5x7"),
-    (lambda t: t.update({"other": torch.zeros(1)}), "unexpected tensors other"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.update({"optim.0.exp_avg": torch.zeros(3, 3)}), "optim.0.exp_avg is 3x3"),
+        (lambda t: t.update({"optim.0.exp_avg": t["optim.0.exp_avg"].double()}), "optim.0.exp_avg"),
+        (lambda t: t.update({"optim.x.y.z": torch.zeros(1)}), "optim.x.y.z unexpected"),
+        (lambda t: t.pop("optim.1.exp_avg_sq"), "optim.1.exp_avg_sq missing"),
+        (lambda t: t.update({"model.decoder.0.weight": torch.zeros(5, 7)}), "decoder.0.weight is 5x7"),
+        (lambda t: t.update({"other": torch.zeros(1)}), "unexpected tensors other"),
+    ],
+)
 def test_forged_tensors_are_refused_naming_the_tensor(shared, change, message):
     run, _ = shared
     _rewrite_checkpoint(run, change)
@@ -216,9 +225,15 @@ def test_checkpoint_pointer_fields_of_the_wrong_type_or_size_are_refused(shared,
         load_run(run)
 
 
-@pytest.mark.parametrize("payload", [
-    b"[1, 2, 3]", b"\xff\xfe not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"epoch": ' + b"9" * 5000 + b"}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[1, 2, 3]",
+        b"\xff\xfe not utf-8",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"epoch": ' + b"9" * 5000 + b"}",
+    ],
+)
 @pytest.mark.parametrize("name", ["checkpoint.json", "config.json"])
 def test_json_files_that_are_not_objects_or_not_json_are_refused(shared, name, payload):
     run, _ = shared
@@ -240,9 +255,11 @@ def test_every_command_reading_a_doctored_run_ends_in_one_line(shared):
     run, _ = shared
     rewrite_pointer(run, epoch="two")
     (run / "config.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
-    for command in (["sample", str(run), "-o", str(run.parent / "s.png")],
-                    ["evaluate", str(run), "--quiet"],
-                    ["train", *TINY_FLAGS, "--epochs", "2", "--out", str(run), "--resume"]):
+    for command in (
+        ["sample", str(run), "-o", str(run.parent / "s.png")],
+        ["evaluate", str(run), "--quiet"],
+        ["train", *TINY_FLAGS, "--epochs", "2", "--out", str(run), "--resume"],
+    ):
         assert_one_error_line(run_cli(*command))
     assert not (run.parent / "s.png").exists()
 
@@ -287,7 +304,9 @@ def test_a_resume_on_a_full_disk_leaves_the_run_byte_for_byte(small_disk, base_r
 def test_a_new_run_on_a_read_only_file_system_says_so(tmp_path):
     mount = tmp_path / "ro"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
         pytest.skip("needs permission to mount a tmpfs (root)")
     try:
         assert_one_error_line(run_cli("train", *TINY_FLAGS, "--out", str(mount / "run")), "cannot create")

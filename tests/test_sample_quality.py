@@ -59,6 +59,7 @@ def test_class_statistics_of_uniform_and_collapsed_predictions():
 
 def _brute_force_precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
     """The same definition with numpy's exact pairwise differences, an independent reference for small sets."""
+
     def distances(a, b):
         return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import builtins
-import json
 import io
+import json
 
 import numpy as np
 import pytest
@@ -121,8 +121,22 @@ def test_without_tensorboard_the_error_names_the_install_command(tmp_path, monke
 
 def test_train_with_tensorboard_flag_logs_every_epoch_of_the_real_run(tmp_path, cli):
     board = tmp_path / "board"
-    result = cli("train", "--data", "digits", "--epochs", "2", "--hidden", "16", "--z-dim", "2", "--quiet",
-                 "--tensorboard", str(board), "--out", str(tmp_path / "run"))
+    result = cli(
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--z-dim",
+        "2",
+        "--quiet",
+        "--tensorboard",
+        str(board),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert result.returncode == 0, result.stderr
     events = EventAccumulator(str(board))
     events.Reload()

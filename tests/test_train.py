@@ -123,8 +123,9 @@ def test_run_killed_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights(tm
     assert json.loads((killed / "checkpoint.json").read_text())["epoch"] == 1
     assert len((killed / "metrics.jsonl").read_text().splitlines()) == 1
 
-    resumed = subprocess.run(_cli(*flags, "--out", str(killed), "--resume"), capture_output=True, text=True,
-                             timeout=DEADLINE_SECONDS)
+    resumed = subprocess.run(
+        _cli(*flags, "--out", str(killed), "--resume"), capture_output=True, text=True, timeout=DEADLINE_SECONDS
+    )
     assert resumed.returncode == 0, resumed.stderr
     whole = tmp_path / "whole"
     subprocess.run(_cli(*flags, "--out", str(whole)), check=True, capture_output=True, timeout=DEADLINE_SECONDS)

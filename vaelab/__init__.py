@@ -10,10 +10,18 @@ import types
 
 # public name -> the module that defines it
 _HOMES = {
-    "AutoEncoder": "vaelab.models", "ImageData": "vaelab.data", "Run": "vaelab.runs", "RunConfig": "vaelab.config",
-    "VAE": "vaelab.models", "VaelabError": "vaelab.errors", "build_model": "vaelab.models",
-    "load_data": "vaelab.data", "load_run": "vaelab.runs", "reconstruct": "vaelab.models",
-    "sample_prior": "vaelab.models", "train": "vaelab.train",
+    "AutoEncoder": "vaelab.models",
+    "ImageData": "vaelab.data",
+    "Run": "vaelab.runs",
+    "RunConfig": "vaelab.config",
+    "VAE": "vaelab.models",
+    "VaelabError": "vaelab.errors",
+    "build_model": "vaelab.models",
+    "load_data": "vaelab.data",
+    "load_run": "vaelab.runs",
+    "reconstruct": "vaelab.models",
+    "sample_prior": "vaelab.models",
+    "train": "vaelab.train",
 }
 __all__ = sorted(_HOMES)
 

@@ -58,10 +58,11 @@ def iwae_bound(
     images_per_chunk = max(1, chunk_rows // k)
     samples_per_chunk = min(k, chunk_rows)
     out = []
-    with tqdm(total=len(x), desc=f"IWAE bound, K={k}", unit="image", file=sys.stderr, disable=not progress,
-              leave=False) as bar:
+    with tqdm(
+        total=len(x), desc=f"IWAE bound, K={k}", unit="image", file=sys.stderr, disable=not progress, leave=False
+    ) as bar:
         for start in range(0, len(x), images_per_chunk):
-            xb = x[start:start + images_per_chunk]  # (B, C, H, W)
+            xb = x[start : start + images_per_chunk]  # (B, C, H, W)
             mu, logvar = model.encode(xb)  # (B, Z) each
             std = torch.exp(0.5 * logvar)
             running = torch.full((len(xb),), -math.inf, dtype=torch.float64)  # logsumexp of log w so far, (B,)

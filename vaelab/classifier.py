@@ -47,10 +47,15 @@ class ImageClassifier(nn.Module):
             raise VaelabError(f"the classifier needs images of at least 4x4 pixels, got {h}x{w}")
         c1, c2 = CHANNELS
         self.features = nn.Sequential(
-            nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, c1, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(c2 * (h // 4) * (w // 4), FEATURE_DIM), nn.ReLU(),
+            nn.Linear(c2 * (h // 4) * (w // 4), FEATURE_DIM),
+            nn.ReLU(),
         )
         self.head = nn.Linear(FEATURE_DIM, n_classes)
 
@@ -70,7 +75,7 @@ class Classifier:
         """Penultimate-layer features (N, FEATURE_DIM) and class probabilities (N, n_classes) of images in [0, 1]."""
         feats, probs = [], []
         for start in range(0, len(x), batch_size):
-            f = self.net.features(x[start:start + batch_size])
+            f = self.net.features(x[start : start + batch_size])
             feats.append(f)
             probs.append(torch.softmax(self.net.head(f), dim=1))
         return torch.cat(feats), torch.cat(probs)
@@ -106,11 +111,20 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
     epochs = train_classifier(net, data.x_train, data.y_train, seed, progress)
     accuracy = accuracy_of(net, data.x_test, data.y_test)
     atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
-    atomic_write_json(meta_path, {
-        "data": data.name, "version": CLASSIFIER_VERSION, "image_shape": list(data.image_shape),
-        "n_classes": n_classes, "epochs": epochs, "seed": seed, "test_accuracy": accuracy,
-        "n_train": len(data.x_train), "n_test": len(data.x_test),
-    })
+    atomic_write_json(
+        meta_path,
+        {
+            "data": data.name,
+            "version": CLASSIFIER_VERSION,
+            "image_shape": list(data.image_shape),
+            "n_classes": n_classes,
+            "epochs": epochs,
+            "seed": seed,
+            "test_accuracy": accuracy,
+            "n_train": len(data.x_train),
+            "n_test": len(data.x_test),
+        },
+    )
     return Classifier(net, accuracy, n_classes, weights)
 
 
@@ -126,12 +140,18 @@ def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, see
     net.load_state_dict(ImageClassifier(tuple(x.shape[1:]), net.head.out_features).state_dict())  # seeded init
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     net.train()
-    with tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", file=sys.stderr,
-              disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=epochs * steps_per_epoch,
+        desc="classifier",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    ) as bar:
         for epoch in range(epochs):
             order = torch.randperm(len(x), generator=generator)
             for start in range(0, len(x), BATCH_SIZE):
-                idx = order[start:start + BATCH_SIZE]
+                idx = order[start : start + BATCH_SIZE]
                 loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -144,6 +164,8 @@ def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, see
 
 @torch.no_grad()
 def accuracy_of(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-    correct = sum((net(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum().item()
-                  for s in range(0, len(x), batch_size))
+    correct = sum(
+        (net(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size]).sum().item()
+        for s in range(0, len(x), batch_size)
+    )
     return correct / len(x)

@@ -102,8 +102,9 @@ def _add_config_flags(groups: dict[str, argparse._ArgumentGroup]) -> None:
             group.add_argument(flag, choices=f.metadata["choices"], default=None, help=_flag_help(f, default))
         else:
             metavar = {list: "W[,W...]", int: "N", float: "X"}.get(type(default), f.name.upper())
-            group.add_argument(flag, type=_flag_type(default), default=None, metavar=metavar,
-                               help=_flag_help(f, default))
+            group.add_argument(
+                flag, type=_flag_type(default), default=None, metavar=metavar, help=_flag_help(f, default)
+            )
 
 
 def _read_toml(path: str) -> dict:
@@ -173,9 +174,11 @@ def collapse_warning(kl_per_dim: list[float] | None) -> str | None:
     inactive = sum(kl < INACTIVE_KL_NATS for kl in kl_per_dim)
     if 2 * inactive <= len(kl_per_dim):
         return None
-    return (f"{inactive} of {len(kl_per_dim)} latent units are inactive (test KL < {INACTIVE_KL_NATS} nats each): "
-            "the posterior collapsed onto the prior; try --kl-warmup 10 (beta rises over 10 epochs) or "
-            "--free-bits 0.1 (nats per unit the KL may keep)")
+    return (
+        f"{inactive} of {len(kl_per_dim)} latent units are inactive (test KL < {INACTIVE_KL_NATS} nats each): "
+        "the posterior collapsed onto the prior; try --kl-warmup 10 (beta rises over 10 epochs) or "
+        "--free-bits 0.1 (nats per unit the KL may keep)"
+    )
 
 
 def _train_epilogue(out: Path, seconds: float) -> str:
@@ -183,9 +186,11 @@ def _train_epilogue(out: Path, seconds: float) -> str:
     weights = sorted(p.name for p in out.glob("checkpoint-*.safetensors"))[-1:]
     files = ", ".join(["config.json", "checkpoint.json", *weights, "metrics.jsonl"])
     quoted = shlex.quote(str(out))
-    return (f"done in {seconds:.1f} s; wrote {out}/: {files}\n"
-            f"next: vaelab evaluate {quoted}    # test-set metrics -> {out / 'eval.json'}\n"
-            f"      vaelab report {quoted} -o report.html    # every figure in one HTML page")
+    return (
+        f"done in {seconds:.1f} s; wrote {out}/: {files}\n"
+        f"next: vaelab evaluate {quoted}    # test-set metrics -> {out / 'eval.json'}\n"
+        f"      vaelab report {quoted} -o report.html    # every figure in one HTML page"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -233,12 +238,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive("--n-samples", args.n_samples)
     run, data = _run_and_data(args)
     out = check_output_path(args.output or Path(args.run) / "eval.json")  # before minutes of work, not after
-    result = evaluate_run(run, data, k=args.k, skip_iwae=args.skip_iwae, skip_samples=args.skip_samples,
-                          skip_latent=args.skip_latent, n_samples=args.n_samples, seed=args.seed,
-                          progress=not args.quiet)
+    result = evaluate_run(
+        run,
+        data,
+        k=args.k,
+        skip_iwae=args.skip_iwae,
+        skip_samples=args.skip_samples,
+        skip_latent=args.skip_latent,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     atomic_write_json(out, result)
-    print(f"{args.run} ({result['model']}, epoch {result['epoch']}) on {result['data']}, "
-          f"{result['notes']['test_images']} test images; ± is the standard error over them")
+    print(
+        f"{args.run} ({result['model']}, epoch {result['epoch']}) on {result['data']}, "
+        f"{result['notes']['test_images']} test images; ± is the standard error over them"
+    )
     print(summary_table(result))
     print(f"-> {out} (every number, and how it was computed)")
     return 0
@@ -253,9 +268,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = _read_toml(args.config) if args.config else {}
     if args.data_cache:
         base["data_cache"] = args.data_cache
-    result = compare([s for s in args.models.split(",") if s], args.out, data=args.data, epochs=args.epochs,
-                     seed=args.seed, base=base, k=args.k, skip_iwae=args.skip_iwae, skip_samples=args.skip_samples,
-                     n_samples=args.n_samples, progress=not args.quiet)
+    result = compare(
+        [s for s in args.models.split(",") if s],
+        args.out,
+        data=args.data,
+        epochs=args.epochs,
+        seed=args.seed,
+        base=base,
+        k=args.k,
+        skip_iwae=args.skip_iwae,
+        skip_samples=args.skip_samples,
+        n_samples=args.n_samples,
+        progress=not args.quiet,
+    )
     print((Path(args.out) / "comparison.md").read_text())
     print(f"{len(result['models'])} models -> {Path(args.out) / 'comparison.json'}, {Path(args.out) / 'comparison.md'}")
     return 0
@@ -271,7 +296,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = image_output_path(args.output)
     run = load_run(args.run)
     images = sample_prior(run.model, args.n, seed=args.seed)
-    save_image_grid(out, images, ncol=int(args.n ** 0.5 + 0.999))
+    save_image_grid(out, images, ncol=int(args.n**0.5 + 0.999))
     print(f"{args.n} prior samples -> {out}")
     return 0
 
@@ -319,28 +344,37 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=1000,
-                   help="importance samples per image for the IWAE bound (default %(default)s)")
+    p.add_argument(
+        "--k", type=int, default=1000, help="importance samples per image for the IWAE bound (default %(default)s)"
+    )
     p.add_argument("--skip-iwae", action="store_true", help="skip the importance-weighted bound (the slow part)")
     p.add_argument("--skip-samples", action="store_true", help="skip sample quality (and the classifier it trains)")
     p.add_argument("--n-samples", type=int, help="decoded samples per sampler (default: test images, at most 10000)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of every random draw of the evaluation "
-                   "(default %(default)s)")
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of every random draw of the evaluation (default %(default)s)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
 def _add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train an AutoEncoder or a VAE",
-                       description="Train an AutoEncoder or a VAE into a run folder, one checkpoint per epoch. "
-                       "Every setting below is also a key of a --config TOML file (z-dim or z_dim).")
+    p = sub.add_parser(
+        "train",
+        help="train an AutoEncoder or a VAE",
+        description="Train an AutoEncoder or a VAE into a run folder, one checkpoint per epoch. "
+        "Every setting below is also a key of a --config TOML file (z-dim or z_dim).",
+    )
     groups = {name: p.add_argument_group(name) for name in GROUPS}
     _add_config_flags(groups)
     run = groups["run"]
-    run.add_argument("--config", metavar="TOML", help="TOML file whose keys are these flags' names; flags given "
-                     "here override it")
+    run.add_argument(
+        "--config", metavar="TOML", help="TOML file whose keys are these flags' names; flags given here override it"
+    )
     run.add_argument("--out", required=True, help="run folder: config.json, checkpoints and metrics.jsonl go there")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
-                     "(its config.json, overridden by the flags given)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (its config.json, overridden by the flags given)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -360,8 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train and evaluate models with the same data, seed and budget, side by side")
-    p.add_argument("--models", default="ae,vae,beta-vae:4",
-                   help="comma-separated: ae, vae, beta-vae:B (beta B), or existing run folders (default %(default)s)")
+    p.add_argument(
+        "--models",
+        default="ae,vae,beta-vae:4",
+        help="comma-separated: ae, vae, beta-vae:B (beta B), or existing run folders (default %(default)s)",
+    )
     p.add_argument("--data", help="data set for training and evaluation (default mnist5k, or the first run folder's)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of every model trained here (default %(default)s)")
     p.add_argument("--config", help="TOML of RunConfig fields shared by every model trained here")
@@ -395,12 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="latent, posterior (2-D VAE), manifold (2-D), samples, recon, interp, curves, kl (VAE)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, drawn side by side")
     p.add_argument("-o", "--output", required=True, help="image file")
-    p.add_argument("--method", default="pca", help="projection of latents above 2-D for latent: pca or tsne "
-                   "(default %(default)s)")
-    p.add_argument("-n", type=int, help="test images (latent, posterior, recon), samples, grid side "
-                   "(manifold) or pairs (interp) (default: the figure's own)")
-    p.add_argument("--seed", type=_seed, default=0, help="which test images and prior draws are shown "
-                   "(default %(default)s)")
+    p.add_argument(
+        "--method", default="pca", help="projection of latents above 2-D for latent: pca or tsne (default %(default)s)"
+    )
+    p.add_argument(
+        "-n",
+        type=int,
+        help="test images (latent, posterior, recon), samples, grid side "
+        "(manifold) or pairs (interp) (default: the figure's own)",
+    )
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="which test images and prior draws are shown (default %(default)s)"
+    )
     p.add_argument("--data", help="use this data set's test split instead of each run's")
     p.set_defaults(func=cmd_plot)
 
@@ -409,9 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="report.html", help="HTML file (default %(default)s)")
     p.add_argument("--data", help="use this data set's test split instead of each run's")
     # The choices are vaelab.report.EXPLORERS, written out so that building the parser imports no torch.
-    p.add_argument("--explorers", choices=("auto", "all", "2d", "none"), default="auto",
-                   help="which runs get a live latent explorer: auto (default) the 2-D runs and the main VAE "
-                   "(the first with beta 1), all, 2d (2-D runs only) or none")
+    p.add_argument(
+        "--explorers",
+        choices=("auto", "all", "2d", "none"),
+        default="auto",
+        help="which runs get a live latent explorer: auto (default) the 2-D runs and the main VAE "
+        "(the first with beta 1), all, 2d (2-D runs only) or none",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 

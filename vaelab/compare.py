@@ -30,8 +30,16 @@ def comparison_rows(evals: dict[str, dict]) -> list[dict]:
     rows = []
     for measure in MEASURES.values():
         values = {name: measure.read(evaluation, f"eval.json of {name}")[0] for name, evaluation in evals.items()}
-        rows.append({"metric": measure.key, "label": measure.label, "description": measure.description,
-                     "better": measure.better, "values": values, "best": _best(values, measure.better)})
+        rows.append(
+            {
+                "metric": measure.key,
+                "label": measure.label,
+                "description": measure.description,
+                "better": measure.better,
+                "values": values,
+                "best": _best(values, measure.better),
+            }
+        )
     return rows
 
 
@@ -93,8 +101,10 @@ def plan_models(specs: list[str], data: str | None, shared: dict) -> tuple[RunCo
     runs = {name: load_run(what) for name, what in parsed if isinstance(what, Path)}
     shared = {**shared, "data": data or (next(iter(runs.values())).config.data if runs else RunConfig().data)}
     base = RunConfig.from_dict(shared).validate()
-    planned = {name: runs[name] if name in runs else RunConfig.from_dict({**shared, **what}).validate()
-               for name, what in parsed}
+    planned = {
+        name: runs[name] if name in runs else RunConfig.from_dict({**shared, **what}).validate()
+        for name, what in parsed
+    }
     return base, planned
 
 
@@ -125,13 +135,30 @@ def compare(
             run = _train_or_reuse(what, out / name, progress)
         else:
             run = what
-        evaluation = _evaluate(run, name, image_data, k=k, skip_iwae=skip_iwae, skip_samples=skip_samples,
-                               n_samples=n_samples, seed=seed, progress=progress)
+        evaluation = _evaluate(
+            run,
+            name,
+            image_data,
+            k=k,
+            skip_iwae=skip_iwae,
+            skip_samples=skip_samples,
+            n_samples=n_samples,
+            seed=seed,
+            progress=progress,
+        )
         run_dirs[name], evals[name] = str(run.path), evaluation
 
     rows = comparison_rows(evals)
-    settings = {"data": image_data.name, "epochs": epochs, "seed": seed, "k": k, "skip_iwae": skip_iwae,
-                "skip_samples": skip_samples, "n_samples": n_samples, "base_config": base or {}}
+    settings = {
+        "data": image_data.name,
+        "epochs": epochs,
+        "seed": seed,
+        "k": k,
+        "skip_iwae": skip_iwae,
+        "skip_samples": skip_samples,
+        "n_samples": n_samples,
+        "base_config": base or {},
+    }
     result = {"models": run_dirs, "rows": rows, "settings": settings}
     atomic_write_json(out / "comparison.json", result)
     atomic_write_bytes(out / "comparison.md", render_markdown(rows, evals, settings).encode())
@@ -175,6 +202,8 @@ def render_markdown(rows: list[dict], evals: dict[str, dict], settings: dict) ->
     lines += ["", "## How it was computed", ""]
     for name in names:
         notes = evals[name].get("notes", {})
-        lines.append(f"- {name} ({evals[name].get('run')}): {notes.get('likelihood', '')}; "
-                     f"IWAE: {notes.get('nll_iwae_nats', '')}; samples: {notes.get('samples', '')}.")
+        lines.append(
+            f"- {name} ({evals[name].get('run')}): {notes.get('likelihood', '')}; "
+            f"IWAE: {notes.get('nll_iwae_nats', '')}; samples: {notes.get('samples', '')}."
+        )
     return "\n".join(lines) + "\n"

@@ -32,8 +32,9 @@ MAX_COUNT = 2**31 - 1  # epochs, batch size, warm-up: beyond any real run, and r
 SEED_RANGE = (0, 2**32 - 1)  # numpy and torch both take 32-bit seeds
 
 
-def _setting(default, help: str, group: str, choices: tuple[str, ...] | None = None,
-             bounds: tuple[int, int] | None = None):
+def _setting(
+    default, help: str, group: str, choices: tuple[str, ...] | None = None, bounds: tuple[int, int] | None = None
+):
     """A RunConfig field whose help text, flag group, allowed strings or integer bounds live beside its default."""
     metadata = {"help": help, "group": group, "choices": choices, "bounds": bounds}
     if isinstance(default, list):
@@ -44,36 +45,53 @@ def _setting(default, help: str, group: str, choices: tuple[str, ...] | None = N
 @dataclass
 class RunConfig:
     model: str = _setting("vae", "ae: deterministic, squared-error loss; vae: the negative ELBO", "model", MODELS)
-    data: str = _setting("mnist5k", "mnist5k, digits, mnist, fashion-mnist, a folder of IDX files or an .npz file",
-                         "data")
+    data: str = _setting(
+        "mnist5k", "mnist5k, digits, mnist, fashion-mnist, a folder of IDX files or an .npz file", "data"
+    )
     download: bool = _setting(False, "allow fetching mnist/fashion-mnist into --data-cache", "data")
     data_cache: str = _setting("~/.cache/vaelab", "where downloaded IDX files are kept", "data")
     arch: str = _setting("mlp", "network: the lecture's MLP, or conv (28x28 and 32x32 images)", "model", ARCHS)
     hidden: list[int] = _setting([400], "hidden layer widths, encoder order, comma-separated", "model")
-    enc_activation: str = _setting("leaky_relu", "encoder activation (the lecture's: LeakyReLU(0.2))", "model",
-                                   ACTIVATIONS)
+    enc_activation: str = _setting(
+        "leaky_relu", "encoder activation (the lecture's: LeakyReLU(0.2))", "model", ACTIVATIONS
+    )
     dec_activation: str = _setting("relu", "decoder activation (the lecture's: ReLU)", "model", ACTIVATIONS)
     z_dim: int = _setting(20, "latent dimensions", "model", bounds=(1, MAX_WIDTH))
     beta: float = _setting(1.0, "weight of the KL term; beta > 1 is a beta-VAE", "objective")
-    likelihood: str = _setting("bernoulli", "p(x|z): bernoulli (BCE, the lecture's), gaussian (fixed std) or "
-                               "gaussian-learned", "objective", LIKELIHOODS)
+    likelihood: str = _setting(
+        "bernoulli",
+        "p(x|z): bernoulli (BCE, the lecture's), gaussian (fixed std) or gaussian-learned",
+        "objective",
+        LIKELIHOODS,
+    )
     gaussian_std: float = _setting(0.1, "fixed pixel std of the gaussian likelihood", "objective")
-    binarize: str = _setting("none", "bernoulli targets: grey levels (none), redrawn each batch (dynamic) or drawn "
-                             "once (static)", "data", BINARIZE)
-    epochs: int = _setting(10, "passes over the training set, in all (also on --resume)", "optimisation",
-                           bounds=(1, MAX_COUNT))
+    binarize: str = _setting(
+        "none",
+        "bernoulli targets: grey levels (none), redrawn each batch (dynamic) or drawn once (static)",
+        "data",
+        BINARIZE,
+    )
+    epochs: int = _setting(
+        10, "passes over the training set, in all (also on --resume)", "optimisation", bounds=(1, MAX_COUNT)
+    )
     batch_size: int = _setting(128, "images per step", "optimisation", bounds=(1, MAX_COUNT))
     lr: float = _setting(1e-3, "Adam's learning rate (the lecture's optimiser)", "optimisation")
-    kl_warmup: int = _setting(0, "epochs over which beta rises linearly from 0; 0 = off", "objective",
-                              bounds=(0, MAX_COUNT))
-    free_bits: float = _setting(0.0, "nats per latent dimension below which the KL is not pushed down; 0 = off",
-                                "objective")
+    kl_warmup: int = _setting(
+        0, "epochs over which beta rises linearly from 0; 0 = off", "objective", bounds=(0, MAX_COUNT)
+    )
+    free_bits: float = _setting(
+        0.0, "nats per latent dimension below which the KL is not pushed down; 0 = off", "objective"
+    )
     clip_grad: float = _setting(0.0, "max gradient norm; 0 = off", "optimisation")
     seed: int = _setting(0, "seed of the weights, batches and noise", "run", bounds=SEED_RANGE)
-    tensorboard: str = _setting("", "also write TensorBoard event files (every metric, sample and reconstruction "
-                                "grids per epoch) into this folder; needs pip install 'vaelab[tensorboard]'", "run")
+    tensorboard: str = _setting(
+        "",
+        "also write TensorBoard event files (every metric, sample and reconstruction "
+        "grids per epoch) into this folder; needs pip install 'vaelab[tensorboard]'",
+        "run",
+    )
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise VaelabError naming the first field that is out of range."""
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
@@ -95,7 +113,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
+    def from_dict(cls, values: dict) -> RunConfig:
         """Build from a dict (a TOML file or a saved config.json); unknown keys are an error, not ignored."""
         if not isinstance(values, dict):
             raise VaelabError(f"a configuration must be a table of keys and values, got {_short(values)}")

@@ -141,9 +141,7 @@ def read_idx(path: Path) -> np.ndarray:
     expected = math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow
     actual = len(raw) - header_len
     if actual != expected:
-        raise VaelabError(
-            f"{path}: header says {shape} ({expected} bytes of data) but the file holds {actual} bytes"
-        )
+        raise VaelabError(f"{path}: header says {shape} ({expected} bytes of data) but the file holds {actual} bytes")
     return np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
 
 
@@ -162,8 +160,10 @@ def load_idx_dir(directory: Path, name: str | None = None) -> ImageData:
             raise VaelabError(f"{directory}: {split} images {x.shape} and labels {y.shape} do not match")
     (train_h, train_w), (test_h, test_w) = arrays["x_train"].shape[1:], arrays["x_test"].shape[1:]
     if (train_h, train_w) != (test_h, test_w):
-        raise VaelabError(f"{directory}: train images are {train_h}x{train_w} but test images {test_h}x{test_w}; "
-                          "both splits must hold images of one size")
+        raise VaelabError(
+            f"{directory}: train images are {train_h}x{train_w} but test images {test_h}x{test_w}; "
+            "both splits must hold images of one size"
+        )
     where = str(directory)
     return ImageData(
         name=name or directory.name,
@@ -199,8 +199,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
                 raise VaelabError(f"{path}: not an npz archive (a single array; save it with np.savez(path, x=...))")
         if not zipfile.is_zipfile(path):
-            raise VaelabError(f"{path}: not an npz (zip) file, or a truncated one; "
-                              "write one with np.savez(path, x=...)")
+            raise VaelabError(
+                f"{path}: not an npz (zip) file, or a truncated one; write one with np.savez(path, x=...)"
+            )
         with zipfile.ZipFile(path) as archive:
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
             if "x" not in members:
@@ -226,8 +227,9 @@ def _read_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path
         claimed = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
         present = info.file_size - f.tell()
         if claimed != present:
-            raise VaelabError(f"{path}: {info.filename} claims shape {shape} of {dtype} ({claimed} bytes) "
-                              f"but holds {present} bytes")
+            raise VaelabError(
+                f"{path}: {info.filename} claims shape {shape} of {dtype} ({claimed} bytes) but holds {present} bytes"
+            )
         raw = f.read(claimed)  # stops at the member's end; a damaged stream raises BadZipFile or zlib.error
     if len(raw) != claimed:
         raise VaelabError(f"{path}: {info.filename} is truncated ({len(raw)} of {claimed} bytes)")
@@ -242,8 +244,9 @@ def _labels(y: np.ndarray | None, n: int, where: str) -> torch.Tensor | None:
         raise VaelabError(f"{where}: labels must be {n} integers, got shape {y.shape} of {y.dtype}")
     low, high = int(y.min()), int(y.max())  # taken in y's own dtype, before a uint64 could wrap to negative
     if low < 0 or high >= MAX_CLASSES:
-        raise VaelabError(f"{where}: labels must lie in 0..{MAX_CLASSES - 1} (class indices); "
-                          f"found {low if low < 0 else high}")
+        raise VaelabError(
+            f"{where}: labels must lie in 0..{MAX_CLASSES - 1} (class indices); found {low if low < 0 else high}"
+        )
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -261,8 +264,9 @@ def _to_images(x: np.ndarray, where: str, max_value: float | None = None) -> tor
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or 0 in x.shape:
-        raise VaelabError(f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C) with no empty axis, "
-                          f"got shape {x.shape}")
+        raise VaelabError(
+            f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C) with no empty axis, got shape {x.shape}"
+        )
     x = _channels_first(x)
     if x.dtype == np.uint8:
         scaled = x.astype(np.float32) / 255.0
@@ -294,8 +298,11 @@ def _split(name: str, x: torch.Tensor, y: torch.Tensor | None, test_fraction: fl
     # Sorted first, so the stored order depends only on which images each split holds, not on sklearn's internals.
     order = np.random.default_rng(SPLIT_SEED)
     train_idx, test_idx = order.permutation(np.sort(train_idx)), order.permutation(np.sort(test_idx))
-    pick = (lambda t, i: None if t is None else t[torch.from_numpy(i)])
-    return ImageData(name, x[train_idx], pick(y, train_idx), x[test_idx], pick(y, test_idx))
+    return ImageData(name, x[train_idx], _pick(y, train_idx), x[test_idx], _pick(y, test_idx))
+
+
+def _pick(labels: torch.Tensor | None, index: np.ndarray) -> torch.Tensor | None:
+    return None if labels is None else labels[torch.from_numpy(index)]
 
 
 def _mnist5k() -> ImageData:

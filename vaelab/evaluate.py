@@ -46,6 +46,7 @@ from vaelab.runs import Run
 Missing = dict[str, str]  # measure key -> why it is None
 NO_LABELS = "the data has no labels"
 
+
 @torch.no_grad()
 def per_image_loss_parts(
     model: AutoEncoder, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1000
@@ -61,7 +62,7 @@ def per_image_loss_parts(
     torch.manual_seed(seed)
     recons, kls = [], []
     for start in range(0, len(x), batch_size):
-        recon, kl_per_dim = model.loss_parts(x[start:start + batch_size])
+        recon, kl_per_dim = model.loss_parts(x[start : start + batch_size])
         recons.append(recon.double())
         kls.append(kl_per_dim.double())
     torch.set_rng_state(generator_state)
@@ -86,8 +87,12 @@ def dataset_loss(
     """
     recon, kl_per_dim = per_image_loss_parts(model, x, seed=seed, batch_size=batch_size)
     recon_mean, kl_mean = recon.mean().item(), kl_per_dim.sum(1).mean().item()
-    return {"loss": recon_mean + beta * kl_mean, "recon": recon_mean, "kl": kl_mean,
-            "kl_per_dim": kl_per_dim.mean(0).tolist()}
+    return {
+        "loss": recon_mean + beta * kl_mean,
+        "recon": recon_mean,
+        "kl": kl_mean,
+        "kl_per_dim": kl_per_dim.mean(0).tolist(),
+    }
 
 
 def mean_and_se(values: torch.Tensor | np.ndarray) -> tuple[float, float | None]:
@@ -107,7 +112,7 @@ def reconstruction_squared_error(model: AutoEncoder, x: torch.Tensor, batch_size
     """||x - d(mu(x))||² per image, decoded mean in [0, 1]: one reconstruction measure for every model.  # (N,)"""
     errors = []
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
+        xb = x[start : start + batch_size]
         mu, _ = model.encode(xb)
         errors.append(objectives.squared_error(model.decode_mean(mu), xb).double())
     return torch.cat(errors)
@@ -136,7 +141,7 @@ def decode_random_points(
         z = mean + eps @ chol.T
     else:
         z = eps
-    return torch.cat([model.decode_mean(z[s:s + batch_size]) for s in range(0, n, batch_size)])
+    return torch.cat([model.decode_mean(z[s : s + batch_size]) for s in range(0, n, batch_size)])
 
 
 def sample_metrics(
@@ -159,20 +164,26 @@ def sample_metrics(
         missing[f"fd_{suffix}"] = f"a covariance needs at least 2 test images, got {n}"
     if n > PR_K:
         values[f"precision_{suffix}"], values[f"recall_{suffix}"] = sample_quality.precision_recall(
-            real_features, features, k=PR_K)
+            real_features, features, k=PR_K
+        )
     else:
         missing[f"precision_{suffix}"] = missing[f"recall_{suffix}"] = (
-            f"the k-NN manifold (k={PR_K}) needs more than {PR_K} test images, got {n}")
+            f"the k-NN manifold (k={PR_K}) needs more than {PR_K} test images, got {n}"
+        )
     return values, missing
 
 
 def _targets_note(config: RunConfig) -> str:
     if config.likelihood != "bernoulli":
-        return (f"{config.likelihood} likelihood on grey levels in [0, 1]: a density, in nats (not comparable with "
-                "Bernoulli figures)")
+        return (
+            f"{config.likelihood} likelihood on grey levels in [0, 1]: a density, in nats (not comparable with "
+            "Bernoulli figures)"
+        )
     if config.binarize == "none":
-        return ("Bernoulli likelihood scored on grey-level targets (the lecture's BCE): a cross-entropy, NOT a "
-                "normalised log-likelihood; only binarised targets give log p(x)")
+        return (
+            "Bernoulli likelihood scored on grey-level targets (the lecture's BCE): a cross-entropy, NOT a "
+            "normalised log-likelihood; only binarised targets give log p(x)"
+        )
     return "Bernoulli likelihood on the test split binarised once (seed 0): log p(x) of binary images, in nats"
 
 
@@ -202,11 +213,14 @@ def likelihood_measures(
     the model has a likelihood. Per test image, with standard errors."""
     recon, kl_per_dim = per_image_loss_parts(model, x, seed=TEST_SEED)
     kl = kl_per_dim.sum(1)
-    values = {**_with_se("test_loss", recon + beta * kl),
-              **_with_se("recon_sq_error", reconstruction_squared_error(model, x))}
+    values = {
+        **_with_se("test_loss", recon + beta * kl),
+        **_with_se("recon_sq_error", reconstruction_squared_error(model, x)),
+    }
     if not has_likelihood(model):
-        return values, dict.fromkeys(("neg_elbo_nats", "kl_nats", "nll_iwae_nats"),
-                                     "not applicable: the AE has no posterior")
+        return values, dict.fromkeys(
+            ("neg_elbo_nats", "kl_nats", "nll_iwae_nats"), "not applicable: the AE has no posterior"
+        )
     values.update(_with_se("neg_elbo_nats", recon + kl))
     values["kl_nats"] = kl.mean().item()
     if k is None:
@@ -216,7 +230,12 @@ def likelihood_measures(
 
 
 def sample_measures(
-    model: AutoEncoder, data: ImageData, train_codes: np.ndarray, n: int, seed: int, cache_dir: str,
+    model: AutoEncoder,
+    data: ImageData,
+    train_codes: np.ndarray,
+    n: int,
+    seed: int,
+    cache_dir: str,
     progress: bool = False,
 ) -> tuple[dict[str, float], Missing]:
     """The classifier's test accuracy, and sample_metrics of n decoded points of every sampler against the
@@ -251,7 +270,11 @@ def why_not_latent(y_train: np.ndarray, y_test: np.ndarray) -> Missing:
 
 
 def latent_measures(
-    model: AutoEncoder, train_codes: np.ndarray, test_codes: np.ndarray, y_train: np.ndarray, y_test: np.ndarray,
+    model: AutoEncoder,
+    train_codes: np.ndarray,
+    test_codes: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
     seed: int,
 ) -> tuple[dict[str, float | None], Missing]:
     """k-NN and linear probes, silhouette, neighbourhood agreement and interpolation smoothness of the codes."""
@@ -267,7 +290,8 @@ def latent_measures(
         pairs = torch.from_numpy(latent.different_class_pairs(y_test, INTERP_PAIRS, seed=seed))  # (P, 2)
         codes = torch.from_numpy(test_codes)
         evenness, straightness = latent.interpolation_smoothness(
-            model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS)
+            model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS
+        )
         values.update({**_with_se("interp_evenness", evenness), **_with_se("interp_straightness", straightness)})
     return values, missing
 
@@ -291,9 +315,11 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 def _reporter(name: str, progress: bool) -> Callable[[str], None]:
     """say(message): one line on stderr while `progress`, so stdout keeps only the command's result."""
+
     def say(message: str) -> None:
         if progress:
             print(f"[evaluate {name}] {message}", file=sys.stderr, flush=True)
+
     return say
 
 
@@ -321,8 +347,9 @@ def evaluate_run(
     values, missing, seconds = {}, {}, {}
     with _timed(seconds, "likelihood"):
         say("test loss and ELBO" + ("" if skip_iwae else f", then the importance-weighted bound with K={k}"))
-        _merge(values, missing, likelihood_measures(model, x_test, config.beta, None if skip_iwae else k, seed,
-                                                    progress))
+        _merge(
+            values, missing, likelihood_measures(model, x_test, config.beta, None if skip_iwae else k, seed, progress)
+        )
     train_codes, _ = latent.encode_means(model, train_inputs)
     if skip_samples or not labelled:
         missing.update(_not_computed("samples", "skipped with --skip-samples" if skip_samples else NO_LABELS))
@@ -337,14 +364,21 @@ def evaluate_run(
             missing.update(_not_computed("probes", "skipped with --skip-latent" if skip_latent else NO_LABELS))
         else:
             say("latent probes and interpolation")
-            _merge(values, missing, latent_measures(model, train_codes, test_codes, data.y_train.numpy(),
-                                                    data.y_test.numpy(), seed))
+            _merge(
+                values,
+                missing,
+                latent_measures(model, train_codes, test_codes, data.y_train.numpy(), data.y_test.numpy(), seed),
+            )
     iwae_k = k if has_likelihood(model) and not skip_iwae else None
     notes = evaluation_notes(run, data, len(x_test), iwae_k, None if skip_samples or not labelled else n, seed)
     notes["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     notes["not_measured"] = missing
     return {
-        "run": str(run.path), "data": data.name, "model": model.kind, "beta": config.beta, "epoch": run.epoch,
+        "run": str(run.path),
+        "data": data.name,
+        "model": model.kind,
+        "beta": config.beta,
+        "epoch": run.epoch,
         **{section: {key: values.get(key) for key in section_keys(section)} for section in SECTIONS},
         "per_dimension": per_dimension(test_codes, test_logvar),
         "notes": notes,
@@ -360,8 +394,9 @@ def per_dimension(mu: np.ndarray, logvar: np.ndarray | None) -> dict[str, list[f
     return {"kl_nats": kl, "mean_variance": latent.mean_variances(mu).tolist()}
 
 
-def evaluation_notes(run: Run, data: ImageData, n_test: int, iwae_k: int | None, n_samples: int | None,
-                     seed: int) -> dict:
+def evaluation_notes(
+    run: Run, data: ImageData, n_test: int, iwae_k: int | None, n_samples: int | None, seed: int
+) -> dict:
     """What exactly was computed, written from the constants in vaelab.measures (iwae_k and n_samples are None
     where the bound or the sample measures were not computed)."""
     config = run.config
@@ -371,9 +406,11 @@ def evaluation_notes(run: Run, data: ImageData, n_test: int, iwae_k: int | None,
         iwae = "not computed" if has_likelihood(run.model) else "not applicable: the AE has no posterior"
     labelled = data.y_train is not None and data.y_test is not None
     if n_samples is not None:
-        samples = (f"{n_samples} decoded means d(z) per sampler, against the first {n_samples} grey-level test "
-                   "images, in the penultimate features of vaelab's classifier (FD is not Inception's FID); "
-                   "prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training codes mu(x)")
+        samples = (
+            f"{n_samples} decoded means d(z) per sampler, against the first {n_samples} grey-level test "
+            "images, in the penultimate features of vaelab's classifier (FD is not Inception's FID); "
+            "prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training codes mu(x)"
+        )
     else:
         samples = "not computed" if labelled else "not computed: no labels"
     return {
@@ -389,10 +426,11 @@ def evaluation_notes(run: Run, data: ImageData, n_test: int, iwae_k: int | None,
         "precision_recall_k": PR_K,
         "class_entropy_max_nats": math.log(int(data.y_test.max()) + 1) if labelled else None,
         "latent": f"codes are encoder means mu(x); k-NN k={KNN_K}, neighbourhood k={NEIGHBOURS}, "
-                  "logistic regression on standardised codes; fitted on train, scored on test",
-        "active_units": (f"dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} on the test split "
-                         "(Burda et al. 2016)"),
+        "logistic regression on standardised codes; fitted on train, scored on test",
+        "active_units": (
+            f"dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} on the test split (Burda et al. 2016)"
+        ),
         "interpolation": f"{INTERP_PAIRS} test pairs of different classes, {INTERP_POINTS} decoded points each; "
-                         "evenness = max step / mean step, straightness = path length / endpoint distance (1 is best)",
+        "evenness = max step / mean step, straightness = path length / endpoint distance (1 is best)",
         "seed": seed,
     }

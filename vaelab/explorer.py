@@ -42,8 +42,10 @@ def _halves_b64(t: torch.Tensor, what: str) -> str:
     """
     half = t.detach().cpu().contiguous().to(torch.float16)
     if not torch.isfinite(half).all():
-        raise VaelabError(f"the explorer stores decoder weights as float16, and {what} has values beyond its range "
-                          "(|w| > 65504) or not finite: this decoder cannot be shown in the browser")
+        raise VaelabError(
+            f"the explorer stores decoder weights as float16, and {what} has values beyond its range "
+            "(|w| > 65504) or not finite: this decoder cannot be shown in the browser"
+        )
     return base64.b64encode(half.numpy().astype("<f2").tobytes()).decode()
 
 
@@ -62,18 +64,32 @@ def export_decoder(decoder: nn.Module) -> list[dict]:
     layers = []
     for index, module in enumerate(decoder):
         if isinstance(module, nn.Linear):
-            layers.append({"type": "linear", "in": module.in_features, "out": module.out_features,
-                           "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
-                           "bias": _bias(module.bias, module.out_features, index)})
+            layers.append(
+                {
+                    "type": "linear",
+                    "in": module.in_features,
+                    "out": module.out_features,
+                    "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
+                    "bias": _bias(module.bias, module.out_features, index),
+                }
+            )
         elif isinstance(module, nn.ConvTranspose2d):
             if module.groups != 1 or module.padding_mode != "zeros":
                 raise VaelabError("the explorer evaluates ConvTranspose2d with groups=1 and zero padding only")
-            layers.append({"type": "conv_transpose2d", "in": module.in_channels, "out": module.out_channels,
-                           "kernel": _pair(module.kernel_size), "stride": _pair(module.stride),
-                           "padding": _pair(module.padding), "output_padding": _pair(module.output_padding),
-                           "dilation": _pair(module.dilation),
-                           "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
-                           "bias": _bias(module.bias, module.out_channels, index)})
+            layers.append(
+                {
+                    "type": "conv_transpose2d",
+                    "in": module.in_channels,
+                    "out": module.out_channels,
+                    "kernel": _pair(module.kernel_size),
+                    "stride": _pair(module.stride),
+                    "padding": _pair(module.padding),
+                    "output_padding": _pair(module.output_padding),
+                    "dilation": _pair(module.dilation),
+                    "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
+                    "bias": _bias(module.bias, module.out_channels, index),
+                }
+            )
         elif isinstance(module, nn.ReLU):
             layers.append({"type": "relu"})
         elif isinstance(module, nn.LeakyReLU):
@@ -99,7 +115,7 @@ def _bias(bias: torch.Tensor | None, n: int, index: int) -> str:
 @torch.no_grad()
 def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The latent means mu(x) (the AutoEncoder's codes) of images x, in batches.  # (N, Z)"""
-    return torch.cat([model.encode(x[i:i + ENCODE_BATCH])[0] for i in range(0, len(x), ENCODE_BATCH)])
+    return torch.cat([model.encode(x[i : i + ENCODE_BATCH])[0] for i in range(0, len(x), ENCODE_BATCH)])
 
 
 def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
@@ -114,7 +130,7 @@ def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[
         plane = principal_plane(codes.numpy())
         return torch.from_numpy(plane.mean), torch.from_numpy(plane.axes), plane.variance_shares.tolist()
     centred = codes - codes.mean(0)  # (N, Z)
-    variances = (centred ** 2).sum(0) / max(n - 1, 1)  # (Z,)
+    variances = (centred**2).sum(0) / max(n - 1, 1)  # (Z,)
     total = float(variances.sum())
     shares = (variances / total).tolist() if total > 0 else [0.0] * z_dim
     basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
@@ -168,8 +184,9 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         axes = [f"PC{i + 1} of the codes ({100 * f:.0f}% of variance)" for i, f in enumerate(explained)]
     labels = data.y_test[keep].tolist() if data.y_test is not None else None
     return {
-        "title": (f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, "
-                  f"{data.name})"),
+        "title": (
+            f"Latent explorer: {run.path.name} ({model.kind.upper()}, z_dim={z_dim}, epoch {run.epoch}, {data.name})"
+        ),
         "kind": model.kind,
         "z_dim": z_dim,
         "image_shape": list(model.image_shape),

@@ -6,9 +6,9 @@ N test images, C channels, H height, W width, Z latent dimensions, P pairs, S in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,8 +31,18 @@ QUANTILE_RANGE = (0.05, 0.95)
 # its own test codes on each axis (evenly in z), so its panel shows the region its codes fill.
 CODE_RANGE = QUANTILE_RANGE
 CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
 }
 METHODS = ("pca", "tsne")
 TSNE_MIN_IMAGES = 2  # t-SNE's perplexity must be positive: (N - 1) / 3 > 0
@@ -101,8 +111,10 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
         raise VaelabError("a 1-D latent has no 2-D picture; train with --z-dim 2 or more")
     if method == "pca":
         plane = principal_plane(codes)  # the explorer's plane too: same axes, same signs
-        labels = (f"principal component {i + 1} ({100 * share:.0f}% of variance)"
-                  for i, share in enumerate(plane.variance_shares))
+        labels = (
+            f"principal component {i + 1} ({100 * share:.0f}% of variance)"
+            for i, share in enumerate(plane.variance_shares)
+        )
         return plane.project(codes), tuple(labels)
     if method == "tsne":
         from sklearn.manifold import TSNE
@@ -129,8 +141,9 @@ def manifold_points(z1_values: torch.Tensor, z2_values: torch.Tensor) -> torch.T
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
 
 
-def code_range_values(codes: np.ndarray, n: int, low: float = CODE_RANGE[0], high: float = CODE_RANGE[1]
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def code_range_values(
+    codes: np.ndarray, n: int, low: float = CODE_RANGE[0], high: float = CODE_RANGE[1]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per axis of (N, 2) codes, n values evenly spaced from the codes' `low` to their `high` quantile.  # (n,) x 2"""
     ends = np.quantile(codes, [low, high], axis=0)  # (2, 2): rows low/high, columns z₁/z₂
     return tuple(torch.linspace(float(ends[0, a]), float(ends[1, a]), n) for a in range(2))
@@ -193,6 +206,7 @@ def _balanced_indices(view: RunView, n: int, seed: int) -> np.ndarray:
 
 # ----- one function per figure kind: (runs, options) -> Figure -----
 
+
 def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
     panels = []
     for view in views:
@@ -206,8 +220,9 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
         if mu.shape[1] > 2:
             how += f", {options.method.upper() if options.method == 'pca' else 't-SNE'} to 2-D"
         labels, names = _labels(view, index)
-        panels.append(plots.ScatterPanel(f"{view.title}\n{how} of {len(points)} test images", points, labels,
-                                         axis_labels, names))
+        panels.append(
+            plots.ScatterPanel(f"{view.title}\n{how} of {len(points)} test images", points, labels, axis_labels, names)
+        )
     return plots.latent_scatter(panels, "Where the encoder puts the test images, coloured by their label")
 
 

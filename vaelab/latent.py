@@ -18,7 +18,7 @@ def encode_means(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) ->
     """(mu (N, Z), logvar (N, Z) or None for the AutoEncoder) of q(z|x) over a whole split."""
     mus, logvars = [], []
     for start in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[start:start + batch_size])
+        mu, logvar = model.encode(x[start : start + batch_size])
         mus.append(mu)
         logvars.append(logvar)
     logvar = None if logvars[0] is None else torch.cat(logvars).numpy()

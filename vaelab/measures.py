@@ -60,84 +60,208 @@ class Measure:
         """(value, standard error or None) of this measure in an eval.json dict; VaelabError when malformed."""
         section = evaluation.get(self.section, {}) if isinstance(evaluation, dict) else None
         if not isinstance(section, dict):
-            raise VaelabError(f"{source}: '{self.section}' is not an object as vaelab evaluate writes it; "
-                              "run vaelab evaluate again")
+            raise VaelabError(
+                f"{source}: '{self.section}' is not an object as vaelab evaluate writes it; run vaelab evaluate again"
+            )
         value, se = section.get(self.key), section.get(f"{self.key}_se") if self.has_se else None
         for name, number in ((self.key, value), (f"{self.key}_se", se)):
             if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
-                raise VaelabError(f"{source}: {self.section}.{name} is {number!r}, not a number; "
-                                  "run vaelab evaluate again")
+                raise VaelabError(
+                    f"{source}: {self.section}.{name} is {number!r}, not a number; run vaelab evaluate again"
+                )
         return value, se
 
 
 def _likelihood_measures() -> list[Measure]:
     return [
-        Measure("nll_iwae_nats", "generation", "NLL bound (IWAE), nats", "lower",
-                "-L_K, Burda et al.'s importance-weighted bound with K samples (see notes): an upper bound on "
-                "-log p(x), nats per test image (VAE only)", "vaelab.bounds.iwae_bound", "likelihood", has_se=True),
-        Measure("neg_elbo_nats", "generation", "negative ELBO, nats", "lower",
-                "negative ELBO, -log p(x|z) with one z ~ q(z|x) + KL(q(z|x) || N(0, I)), beta = 1, nats per test "
-                "image (VAE only)", "vaelab.evaluate.per_image_loss_parts", "likelihood", has_se=True),
-        Measure("kl_nats", "generation", "KL to the prior, nats", None,
-                "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)",
-                "vaelab.objectives.gaussian_kl", "likelihood"),
-        Measure("test_loss", "generation", "own training loss", None,
-                "each model's own training objective on the test split (AE: squared error; VAE: recon + beta*kl): "
-                "not comparable across models", "vaelab.evaluate.per_image_loss_parts", "likelihood", has_se=True),
-        Measure("recon_sq_error", "generation", "reconstruction error", "lower",
-                "||x - d(mu(x))||² summed over pixels, the decoded code of each test image against the image: "
-                "reconstruction quality", "vaelab.evaluate.reconstruction_squared_error", "likelihood", has_se=True),
-        Measure("classifier_test_accuracy", "generation", "classifier's test accuracy", None,
-                "test accuracy of the data set's CNN classifier whose features the sample metrics use (the same "
-                "for every model)", "vaelab.classifier.get_classifier", "samples"),
+        Measure(
+            "nll_iwae_nats",
+            "generation",
+            "NLL bound (IWAE), nats",
+            "lower",
+            "-L_K, Burda et al.'s importance-weighted bound with K samples (see notes): an upper bound on "
+            "-log p(x), nats per test image (VAE only)",
+            "vaelab.bounds.iwae_bound",
+            "likelihood",
+            has_se=True,
+        ),
+        Measure(
+            "neg_elbo_nats",
+            "generation",
+            "negative ELBO, nats",
+            "lower",
+            "negative ELBO, -log p(x|z) with one z ~ q(z|x) + KL(q(z|x) || N(0, I)), beta = 1, nats per test "
+            "image (VAE only)",
+            "vaelab.evaluate.per_image_loss_parts",
+            "likelihood",
+            has_se=True,
+        ),
+        Measure(
+            "kl_nats",
+            "generation",
+            "KL to the prior, nats",
+            None,
+            "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)",
+            "vaelab.objectives.gaussian_kl",
+            "likelihood",
+        ),
+        Measure(
+            "test_loss",
+            "generation",
+            "own training loss",
+            None,
+            "each model's own training objective on the test split (AE: squared error; VAE: recon + beta*kl): "
+            "not comparable across models",
+            "vaelab.evaluate.per_image_loss_parts",
+            "likelihood",
+            has_se=True,
+        ),
+        Measure(
+            "recon_sq_error",
+            "generation",
+            "reconstruction error",
+            "lower",
+            "||x - d(mu(x))||² summed over pixels, the decoded code of each test image against the image: "
+            "reconstruction quality",
+            "vaelab.evaluate.reconstruction_squared_error",
+            "likelihood",
+            has_se=True,
+        ),
+        Measure(
+            "classifier_test_accuracy",
+            "generation",
+            "classifier's test accuracy",
+            None,
+            "test accuracy of the data set's CNN classifier whose features the sample metrics use (the same "
+            "for every model)",
+            "vaelab.classifier.get_classifier",
+            "samples",
+        ),
     ]
 
 
 def _sample_measures(sampler: str, samples: str, where: str) -> list[Measure]:
     quality = "vaelab.sample_quality"
     return [
-        Measure(f"fd_{sampler}", "generation", f"Fréchet distance, {samples}", "lower",
-                f"Frechet distance between classifier features of test images and of decoded {where} (FD, not "
-                "Inception's FID)", f"{quality}.frechet_distance", "samples"),
-        Measure(f"precision_{sampler}", "generation", f"precision, {samples}", "higher",
-                f"share of decoded {where} inside the k-NN manifold (k={PR_K}) of test images: are samples "
-                "realistic?", f"{quality}.precision_recall", "samples"),
-        Measure(f"recall_{sampler}", "generation", f"recall, {samples}", "higher",
-                f"share of test images inside the k-NN manifold (k={PR_K}) of decoded {where}: is the data's "
-                "variety covered?", f"{quality}.precision_recall", "samples"),
-        Measure(f"confidence_{sampler}", "generation", f"classifier confidence, {samples}", "higher",
-                f"the classifier's mean top-class probability on decoded {where}: do samples look like some "
-                "class?", f"{quality}.class_statistics", "samples"),
-        Measure(f"class_entropy_nats_{sampler}", "generation", f"class entropy, nats, {samples}", "higher",
-                f"entropy of the classifier's predicted-class histogram on decoded {where}, nats (log C when all "
-                "classes appear equally)", f"{quality}.class_statistics", "samples"),
+        Measure(
+            f"fd_{sampler}",
+            "generation",
+            f"Fréchet distance, {samples}",
+            "lower",
+            f"Frechet distance between classifier features of test images and of decoded {where} (FD, not "
+            "Inception's FID)",
+            f"{quality}.frechet_distance",
+            "samples",
+        ),
+        Measure(
+            f"precision_{sampler}",
+            "generation",
+            f"precision, {samples}",
+            "higher",
+            f"share of decoded {where} inside the k-NN manifold (k={PR_K}) of test images: are samples realistic?",
+            f"{quality}.precision_recall",
+            "samples",
+        ),
+        Measure(
+            f"recall_{sampler}",
+            "generation",
+            f"recall, {samples}",
+            "higher",
+            f"share of test images inside the k-NN manifold (k={PR_K}) of decoded {where}: is the data's "
+            "variety covered?",
+            f"{quality}.precision_recall",
+            "samples",
+        ),
+        Measure(
+            f"confidence_{sampler}",
+            "generation",
+            f"classifier confidence, {samples}",
+            "higher",
+            f"the classifier's mean top-class probability on decoded {where}: do samples look like some class?",
+            f"{quality}.class_statistics",
+            "samples",
+        ),
+        Measure(
+            f"class_entropy_nats_{sampler}",
+            "generation",
+            f"class entropy, nats, {samples}",
+            "higher",
+            f"entropy of the classifier's predicted-class histogram on decoded {where}, nats (log C when all "
+            "classes appear equally)",
+            f"{quality}.class_statistics",
+            "samples",
+        ),
     ]
 
 
 def _latent_measures() -> list[Measure]:
     return [
-        Measure("knn_accuracy", "latent", "k-NN accuracy", "higher",
-                f"test accuracy of a {KNN_K}-NN vote among training codes mu(x): do similar images lie close?",
-                "vaelab.latent.knn_accuracy", "probes"),
-        Measure("linear_probe_accuracy", "latent", "linear probe accuracy", "higher",
-                "test accuracy of logistic regression on training codes: are classes linearly separable?",
-                "vaelab.latent.linear_probe_accuracy", "probes"),
-        Measure("silhouette", "latent", "silhouette", "higher",
-                "silhouette of test codes grouped by label, in [-1, 1]: tight and separate classes score high",
-                "vaelab.latent.silhouette", "probes"),
-        Measure("neighbourhood_agreement", "latent", "neighbourhood agreement", "higher",
-                f"share of each test code's {NEIGHBOURS} nearest codes with its label",
-                "vaelab.latent.neighbourhood_agreement", "probes"),
-        Measure("active_units", "latent", "active units", None,
-                f"latent dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} (Burda et al. 2016): capacity "
-                "in use", "vaelab.latent.active_units", "codes"),
-        Measure("interp_evenness", "latent", "interpolation evenness", "lower",
-                f"max step / mean step between {INTERP_POINTS} decoded points on the latent line between test "
-                "images of different classes (1: even)", "vaelab.latent.interpolation_smoothness", "probes",
-                has_se=True),
-        Measure("interp_straightness", "latent", "interpolation straightness", "lower",
-                "decoded path length / endpoint distance along those lines, in pixel space (1: no detour)",
-                "vaelab.latent.interpolation_smoothness", "probes", has_se=True),
+        Measure(
+            "knn_accuracy",
+            "latent",
+            "k-NN accuracy",
+            "higher",
+            f"test accuracy of a {KNN_K}-NN vote among training codes mu(x): do similar images lie close?",
+            "vaelab.latent.knn_accuracy",
+            "probes",
+        ),
+        Measure(
+            "linear_probe_accuracy",
+            "latent",
+            "linear probe accuracy",
+            "higher",
+            "test accuracy of logistic regression on training codes: are classes linearly separable?",
+            "vaelab.latent.linear_probe_accuracy",
+            "probes",
+        ),
+        Measure(
+            "silhouette",
+            "latent",
+            "silhouette",
+            "higher",
+            "silhouette of test codes grouped by label, in [-1, 1]: tight and separate classes score high",
+            "vaelab.latent.silhouette",
+            "probes",
+        ),
+        Measure(
+            "neighbourhood_agreement",
+            "latent",
+            "neighbourhood agreement",
+            "higher",
+            f"share of each test code's {NEIGHBOURS} nearest codes with its label",
+            "vaelab.latent.neighbourhood_agreement",
+            "probes",
+        ),
+        Measure(
+            "active_units",
+            "latent",
+            "active units",
+            None,
+            f"latent dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} (Burda et al. 2016): capacity in use",
+            "vaelab.latent.active_units",
+            "codes",
+        ),
+        Measure(
+            "interp_evenness",
+            "latent",
+            "interpolation evenness",
+            "lower",
+            f"max step / mean step between {INTERP_POINTS} decoded points on the latent line between test "
+            "images of different classes (1: even)",
+            "vaelab.latent.interpolation_smoothness",
+            "probes",
+            has_se=True,
+        ),
+        Measure(
+            "interp_straightness",
+            "latent",
+            "interpolation straightness",
+            "lower",
+            "decoded path length / endpoint distance along those lines, in pixel space (1: no detour)",
+            "vaelab.latent.interpolation_smoothness",
+            "probes",
+            has_se=True,
+        ),
     ]
 
 
@@ -153,8 +277,12 @@ MEASURES: dict[str, Measure] = {
 
 def section_keys(section: str) -> list[str]:
     """The keys of one section of eval.json, in order: each measure's, followed by its ``_se`` where it has one."""
-    return [key for m in MEASURES.values() if m.section == section
-            for key in ((m.key, f"{m.key}_se") if m.has_se else (m.key,))]
+    return [
+        key
+        for m in MEASURES.values()
+        if m.section == section
+        for key in ((m.key, f"{m.key}_se") if m.has_se else (m.key,))
+    ]
 
 
 def format_value(value: float | int | None, se: float | None = None) -> str:

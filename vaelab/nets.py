@@ -60,8 +60,10 @@ def conv_encoder(image_shape: tuple[int, int, int], hidden: list[int], out_dim: 
     c_feat, h4, w4 = _check_conv_shape(image_shape)
     c1, c2 = CONV_CHANNELS
     return nn.Sequential(
-        nn.Conv2d(image_shape[0], c1, 4, stride=2, padding=1), activation(act),
-        nn.Conv2d(c1, c2, 4, stride=2, padding=1), activation(act),
+        nn.Conv2d(image_shape[0], c1, 4, stride=2, padding=1),
+        activation(act),
+        nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+        activation(act),
         nn.Flatten(),
         *_dense([c_feat * h4 * w4, *hidden], act),
         nn.Linear(hidden[-1], out_dim),
@@ -75,7 +77,8 @@ def conv_decoder(image_shape: tuple[int, int, int], hidden: list[int], z_dim: in
     return nn.Sequential(
         *_dense([z_dim, *reversed(hidden), c_feat * h4 * w4], act),
         nn.Unflatten(1, (c_feat, h4, w4)),
-        nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), activation(act),
+        nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),
+        activation(act),
         nn.ConvTranspose2d(c1, image_shape[0], 4, stride=2, padding=1),
     )
 

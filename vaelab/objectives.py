@@ -49,7 +49,7 @@ def _event_start(prediction: torch.Tensor, target: torch.Tensor) -> int:
     of each image (importance samples) broadcast against the image's one target, never copied K times.
     """
     start = prediction.dim() - target.dim() + 1
-    if start < 1 or prediction.shape[start - 1:] != target.shape:
+    if start < 1 or prediction.shape[start - 1 :] != target.shape:
         raise ValueError(f"predictions {tuple(prediction.shape)} do not end with the target's {tuple(target.shape)}")
     return start
 

@@ -37,7 +37,7 @@ def principal_plane(codes: np.ndarray) -> PrincipalPlane:
     _, singular, vt = np.linalg.svd(codes - mean, full_matrices=False)  # vt (min(N, Z), Z)
     axes = vt[:2].copy()  # (2, Z)
     axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(1)])[:, None]
-    power = singular ** 2
+    power = singular**2
     total = power.sum()
     shares = power[:2] / total if total > 0 else np.zeros(2)
     if len(axes) < 2:  # one code: no second direction to speak of

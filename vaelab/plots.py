@@ -22,14 +22,24 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Ellipse, Patch
 from matplotlib.text import Text
 
-from vaelab.errors import VaelabError
 from vaelab.atomic import atomic_write_bytes
+from vaelab.errors import VaelabError
 
 DPI = 150  # pixels per inch of every saved figure: sharp on screens, true size in print
 # Paul Tol's "muted" palette (colour-blind safe) plus black, with one marker shape per class so ten classes
 # stay apart in greyscale print too.
-CLASS_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933",
-                 "#DDCC77", "#CC6677", "#882255", "#AA4499", "#000000")
+CLASS_COLOURS = (
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#000000",
+)
 CLASS_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 TRAIN_TEST_COLOURS = {"train": "#0077BB", "test": "#EE7733"}  # Tol's "vibrant" blue and orange
 ACTIVE_COLOURS = {True: "#0077BB", False: "#BBBBBB"}
@@ -50,7 +60,7 @@ def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
     for i in range(n):
         r, q = divmod(i, ncol)
         top, left = pad + r * (h + pad), pad + q * (w + pad)
-        grid[:, top:top + h, left:left + w] = images[i]
+        grid[:, top : top + h, left : left + w] = images[i]
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
@@ -174,8 +184,15 @@ def _class_legend(fig: Figure, labels: np.ndarray | None, names: list[str] | Non
     if labels is None:
         return
     handles = [
-        Line2D([], [], linestyle="", marker=CLASS_MARKERS[c % 10], color=CLASS_COLOURS[c % 10], markersize=7,
-               label=names[c] if names else str(c))
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker=CLASS_MARKERS[c % 10],
+            color=CLASS_COLOURS[c % 10],
+            markersize=7,
+            label=names[c] if names else str(c),
+        )
         for c in np.unique(labels)
     ]
     fig.legend(handles=handles, loc="outside right center", title=title, frameon=False)
@@ -186,6 +203,7 @@ def _class_style(label: int) -> dict:
 
 
 # ----- latent scatter -----
+
 
 @dataclass
 class ScatterPanel:
@@ -216,6 +234,7 @@ def latent_scatter(panels: list[ScatterPanel], title: str) -> Figure:
 
 # ----- "each image is a distribution" -----
 
+
 @dataclass
 class PosteriorPanel:
     title: str
@@ -232,19 +251,43 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         reach = max(3.5, float(np.max(np.abs(panel.mu) + panel.sigma)) * 1.05)
         grid = np.linspace(-reach, reach, 201)
         zz1, zz2 = np.meshgrid(grid, grid)
-        density = np.exp(-0.5 * (zz1 ** 2 + zz2 ** 2)) / (2 * np.pi)
+        density = np.exp(-0.5 * (zz1**2 + zz2**2)) / (2 * np.pi)
         ax.contourf(zz1, zz2, density, levels=8, cmap="Greys", alpha=0.35)
         for radius in (1, 2, 3):
             ax.add_patch(Circle((0, 0), radius, fill=False, linestyle="--", linewidth=0.8, color="0.35"))
-            ax.text(radius * 0.707, -radius * 0.707, f"{radius}σ", fontsize=8, color="0.2", ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+            ax.text(
+                radius * 0.707,
+                -radius * 0.707,
+                f"{radius}σ",
+                fontsize=8,
+                color="0.2",
+                ha="center",
+                va="center",
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            )
         for i in range(len(panel.mu)):
             label = 0 if panel.labels is None else int(panel.labels[i])
             colour = CLASS_COLOURS[label % 10]
-            ax.add_patch(Ellipse(tuple(panel.mu[i]), 2 * panel.sigma[i, 0], 2 * panel.sigma[i, 1],
-                                 facecolor=colour, edgecolor="none", alpha=0.18))
-            ax.add_patch(Ellipse(tuple(panel.mu[i]), 2 * panel.sigma[i, 0], 2 * panel.sigma[i, 1],
-                                 fill=False, edgecolor=colour, linewidth=1.2))
+            ax.add_patch(
+                Ellipse(
+                    tuple(panel.mu[i]),
+                    2 * panel.sigma[i, 0],
+                    2 * panel.sigma[i, 1],
+                    facecolor=colour,
+                    edgecolor="none",
+                    alpha=0.18,
+                )
+            )
+            ax.add_patch(
+                Ellipse(
+                    tuple(panel.mu[i]),
+                    2 * panel.sigma[i, 0],
+                    2 * panel.sigma[i, 1],
+                    fill=False,
+                    edgecolor=colour,
+                    linewidth=1.2,
+                )
+            )
             ax.plot(*panel.mu[i], linestyle="", markersize=4, markeredgewidth=0, **_class_style(label))
         ax.set_xlim(-reach, reach)
         ax.set_ylim(-reach, reach)
@@ -253,11 +296,16 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         ax.set_ylabel("z₂")
         ax.set_title(f"{panel.title}\n{len(panel.mu)} test images", fontsize=10)
     _class_legend(fig, panels[0].labels, panels[0].class_names)
-    return _titled(fig, "Each test image x is a distribution q(z|x)\n"
-                   "ellipses: μ(x) ± σ(x) · grey: the prior N(0, I), circles at 1, 2, 3σ", fontsize=11)
+    return _titled(
+        fig,
+        "Each test image x is a distribution q(z|x)\n"
+        "ellipses: μ(x) ± σ(x) · grey: the prior N(0, I), circles at 1, 2, 3σ",
+        fontsize=11,
+    )
 
 
 # ----- image figures -----
+
 
 @dataclass
 class ManifoldPanel:
@@ -331,7 +379,7 @@ def reconstructions(panels: list[ReconPanel], per_row: int = 8) -> Figure:
     grids = []
     for panel in panels:
         x, r = panel.originals, panel.reconstructions
-        rows = [torch.cat([x[i:i + per_row], r[i:i + per_row]]) for i in range(0, len(x), per_row)]
+        rows = [torch.cat([x[i : i + per_row], r[i : i + per_row]]) for i in range(0, len(x), per_row)]
         grids.append(image_grid(torch.cat(rows), min(per_row, len(x))))
     fig, axes = _grid_figure(grids, panel_width_in=4.4, margin_in=1.1)
     for ax, panel, grid in zip(axes, panels, grids):
@@ -369,6 +417,7 @@ def interpolation_strips(panels: list[InterpPanel]) -> Figure:
 
 # ----- numbers -----
 
+
 @dataclass
 class CurvesPanel:
     title: str
@@ -390,8 +439,14 @@ def training_curves(panels: list[CurvesPanel]) -> Figure:
                 ax.set_axis_off()
                 continue
             for split, style in (("train", "-o"), ("test", "--s")):
-                ax.plot(epochs, [h[f"{split}_{key}"] for h in panel.history], style, markersize=3,
-                        color=TRAIN_TEST_COLOURS[split], label=split)
+                ax.plot(
+                    epochs,
+                    [h[f"{split}_{key}"] for h in panel.history],
+                    style,
+                    markersize=3,
+                    color=TRAIN_TEST_COLOURS[split],
+                    label=split,
+                )
             ax.set_title(f"{panel.title}: {name}" if key == "loss" else name, fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel(("KL, nats per image" if key == "kl" else unit), fontsize=8)
@@ -419,13 +474,20 @@ def kl_per_dimension(panels: list[KLPanel], threshold: float) -> Figure:
         for bar, active in zip(bars, panel.active):
             if not active:
                 bar.set_hatch("///")
-        ax.set_xticks(dims if len(dims) <= 20 else dims[::max(1, len(dims) // 10)])
+        ax.set_xticks(dims if len(dims) <= 20 else dims[:: max(1, len(dims) // 10)])
         ax.set_xlabel("latent dimension u")
         ax.set_ylabel("mean KL(q(z_u|x) ‖ N(0,1)), nats")
         ax.set_title(f"{panel.title}\n{int(panel.active.sum())} of {len(dims)} units active", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    legend = [Patch(facecolor=ACTIVE_COLOURS[True], edgecolor="0.3", label="active"),
-              Patch(facecolor=ACTIVE_COLOURS[False], edgecolor="0.3", hatch="///", label="inactive (collapsed)")]
-    fig.legend(handles=legend, loc="outside lower center", ncols=2, frameon=False,
-               title=f"active: variance of μ_u(x) over test images > {threshold:g}\n(Burda et al. 2016)")
+    legend = [
+        Patch(facecolor=ACTIVE_COLOURS[True], edgecolor="0.3", label="active"),
+        Patch(facecolor=ACTIVE_COLOURS[False], edgecolor="0.3", hatch="///", label="inactive (collapsed)"),
+    ]
+    fig.legend(
+        handles=legend,
+        loc="outside lower center",
+        ncols=2,
+        frameon=False,
+        title=f"active: variance of μ_u(x) over test images > {threshold:g}\n(Burda et al. 2016)",
+    )
     return _titled(fig, "KL per latent dimension on the test set")

@@ -44,48 +44,72 @@ class Section:
 
 
 SECTIONS = (
-    Section("latent", "Latent space: AutoEncoder and VAE side by side",
-            "Each dot is one test image, placed at its code (AE) or at its posterior mean μ(x) (VAE), coloured by "
-            "its label; latents with more than two dimensions are projected onto their two principal components. "
-            "This is the lecture's central picture. Both models group images of the same class, but only the VAE "
-            "is asked to keep its codes near the prior N(0, I): its cloud sits around the origin, roughly within "
-            "two or three units, without large empty gaps. The AE's codes live wherever the decoder finds them "
-            "useful, at any scale and with holes between the classes, so a random point need not decode to anything."),
-    Section("posterior", "Each image is a distribution",
-            "For a VAE with a 2-D latent, each ellipse is one test image's posterior q(z|x) = N(μ(x), diag σ²(x)), "
-            "drawn one standard deviation wide, over the prior N(0, I) (grey, with circles at 1, 2 and 3σ). The "
-            "encoder does not map an image to a point but to a small cloud; the KL term keeps the clouds from "
-            "shrinking to points and pulls them towards the prior, so together they cover it and neighbouring "
-            "clouds overlap. That overlap is why points between two codes still decode to sensible images."),
-    Section("manifold", "The learned manifold",
-            "Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid whose coordinates are quantiles of "
-            "the prior (from 5% to 95% on each axis), so each tile covers the same prior probability. A VAE's grid "
-            "changes smoothly from one class to the next and every tile looks like a digit. The AutoEncoder has no "
-            "prior, and its codes may lie far from N(0, I): its grid spans the 5% to 95% range of its own test codes "
-            "on each axis (see its axis labels), so its panel shows the region its codes fill, where the gaps between "
-            "classes may decode to images that are no digit."),
-    Section("samples", "Samples from the prior",
-            "Images decoded from z drawn from N(0, I). This is how a VAE generates: its samples look like blurry "
-            "but recognisable digits. The AutoEncoder was never trained to make N(0, I) meaningful, so its "
-            "'samples' (the lecture's random latent points) are often smudges that are not digits."),
-    Section("recon", "Reconstructions",
-            "Test images (odd rows) over their reconstructions d(μ(x)) (even rows). Both models reconstruct; the "
-            "AE, which spends all its capacity on reconstruction, is usually sharper, while the VAE pays for its "
-            "organised latent space with some blur."),
-    Section("interp", "Interpolation between test images",
-            "Each row decodes points on the straight line from the code of test image A to that of test image B. "
-            "In the VAE the path crosses regions the prior covers, so the intermediate images tend to morph "
-            "smoothly; in the AE the line may cross empty regions and give implausible images in between."),
-    Section("curves", "Training curves",
-            "Loss per epoch on the training set (solid) and the test set (dashed), with its two parts. For the VAE "
-            "the loss is the negative ELBO in nats per image: reconstruction -log p(x|z) plus β times KL(q(z|x) ‖ "
-            "p(z)). Typically reconstruction falls while the KL rises as the encoder starts to use the latent "
-            "space. The AE's loss is the squared error summed over pixels, in other units, and has no KL term."),
-    Section("kl", "KL per latent dimension",
-            "The mean KL(q(z_u|x) ‖ N(0, 1)) of each latent dimension u over the test set: the nats of information "
-            "the dimension carries about the image. Dimensions whose KL is near zero have collapsed to the prior "
-            "(posterior collapse) and are ignored by the decoder; coloured bars are active units, grey hatched ones "
-            "inactive (the variance of μ_u(x) over the test images is at most 0.01, Burda et al. 2016)."),
+    Section(
+        "latent",
+        "Latent space: AutoEncoder and VAE side by side",
+        "Each dot is one test image, placed at its code (AE) or at its posterior mean μ(x) (VAE), coloured by "
+        "its label; latents with more than two dimensions are projected onto their two principal components. "
+        "This is the lecture's central picture. Both models group images of the same class, but only the VAE "
+        "is asked to keep its codes near the prior N(0, I): its cloud sits around the origin, roughly within "
+        "two or three units, without large empty gaps. The AE's codes live wherever the decoder finds them "
+        "useful, at any scale and with holes between the classes, so a random point need not decode to anything.",
+    ),
+    Section(
+        "posterior",
+        "Each image is a distribution",
+        "For a VAE with a 2-D latent, each ellipse is one test image's posterior q(z|x) = N(μ(x), diag σ²(x)), "
+        "drawn one standard deviation wide, over the prior N(0, I) (grey, with circles at 1, 2 and 3σ). The "
+        "encoder does not map an image to a point but to a small cloud; the KL term keeps the clouds from "
+        "shrinking to points and pulls them towards the prior, so together they cover it and neighbouring "
+        "clouds overlap. That overlap is why points between two codes still decode to sensible images.",
+    ),
+    Section(
+        "manifold",
+        "The learned manifold",
+        "Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid whose coordinates are quantiles of "
+        "the prior (from 5% to 95% on each axis), so each tile covers the same prior probability. A VAE's grid "
+        "changes smoothly from one class to the next and every tile looks like a digit. The AutoEncoder has no "
+        "prior, and its codes may lie far from N(0, I): its grid spans the 5% to 95% range of its own test codes "
+        "on each axis (see its axis labels), so its panel shows the region its codes fill, where the gaps between "
+        "classes may decode to images that are no digit.",
+    ),
+    Section(
+        "samples",
+        "Samples from the prior",
+        "Images decoded from z drawn from N(0, I). This is how a VAE generates: its samples look like blurry "
+        "but recognisable digits. The AutoEncoder was never trained to make N(0, I) meaningful, so its "
+        "'samples' (the lecture's random latent points) are often smudges that are not digits.",
+    ),
+    Section(
+        "recon",
+        "Reconstructions",
+        "Test images (odd rows) over their reconstructions d(μ(x)) (even rows). Both models reconstruct; the "
+        "AE, which spends all its capacity on reconstruction, is usually sharper, while the VAE pays for its "
+        "organised latent space with some blur.",
+    ),
+    Section(
+        "interp",
+        "Interpolation between test images",
+        "Each row decodes points on the straight line from the code of test image A to that of test image B. "
+        "In the VAE the path crosses regions the prior covers, so the intermediate images tend to morph "
+        "smoothly; in the AE the line may cross empty regions and give implausible images in between.",
+    ),
+    Section(
+        "curves",
+        "Training curves",
+        "Loss per epoch on the training set (solid) and the test set (dashed), with its two parts. For the VAE "
+        "the loss is the negative ELBO in nats per image: reconstruction -log p(x|z) plus β times KL(q(z|x) ‖ "
+        "p(z)). Typically reconstruction falls while the KL rises as the encoder starts to use the latent "
+        "space. The AE's loss is the squared error summed over pixels, in other units, and has no KL term.",
+    ),
+    Section(
+        "kl",
+        "KL per latent dimension",
+        "The mean KL(q(z_u|x) ‖ N(0, 1)) of each latent dimension u over the test set: the nats of information "
+        "the dimension carries about the image. Dimensions whose KL is near zero have collapsed to the prior "
+        "(posterior collapse) and are ignored by the decoder; coloured bars are active units, grey hatched ones "
+        "inactive (the variance of μ_u(x) over the test images is at most 0.01, Burda et al. 2016).",
+    ),
 )
 
 # How comparison.json's metric keys read in the table; a key missing here is shown as it is.
@@ -96,10 +120,17 @@ METRIC_NAMES = {
     "test_loss": "own training loss",
     "recon_sq_error": "reconstruction error",
     "classifier_test_accuracy": "classifier's test accuracy",
-    **{f"{measure}_{sampler}": f"{name}, {where}"
-       for sampler, where in (("prior", "prior samples"), ("fitted", "fitted-Gaussian samples"))
-       for measure, name in (("fd", "Fréchet distance"), ("precision", "precision"), ("recall", "recall"),
-                             ("confidence", "classifier confidence"), ("class_entropy_nats", "class entropy, nats"))},
+    **{
+        f"{measure}_{sampler}": f"{name}, {where}"
+        for sampler, where in (("prior", "prior samples"), ("fitted", "fitted-Gaussian samples"))
+        for measure, name in (
+            ("fd", "Fréchet distance"),
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("confidence", "classifier confidence"),
+            ("class_entropy_nats", "class entropy, nats"),
+        )
+    },
     "knn_accuracy": "k-NN accuracy",
     "linear_probe_accuracy": "linear probe accuracy",
     "silhouette": "silhouette",
@@ -181,11 +212,14 @@ def explorer_views(views: list[RunView], choice: str) -> list[RunView]:
 
 # ----- the page -----
 
+
 def build_report(views: list[RunView], comparison: Comparison | None, explorers: str = "auto") -> str:
     """The whole page as a string."""
-    body = [f"<h1>vaelab report: {html.escape(', '.join(v.name for v in views))}</h1>",
-            f'<p class="note">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Everything is inside this '
-            "one file; it needs no network.</p>"]
+    body = [
+        f"<h1>vaelab report: {html.escape(', '.join(v.name for v in views))}</h1>",
+        f'<p class="note">Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Everything is inside this '
+        "one file; it needs no network.</p>",
+    ]
     contents = [("summary", "Summary"), ("comparison", "Comparison"), ("runs", "Runs and their configurations")]
     sections = []
     for section in SECTIONS:
@@ -196,8 +230,9 @@ def build_report(views: list[RunView], comparison: Comparison | None, explorers:
     explored = explorer_views(views, explorers)
     if explored:
         contents.append(("explorer", "Live latent explorer"))
-    body.append("<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in contents)
-                + "</ul></nav>")
+    body.append(
+        "<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in contents) + "</ul></nav>"
+    )
     body.append(_summary_section(views, comparison))
     body.append(_comparison_section(comparison))
     body.append(_runs_section(views))
@@ -209,7 +244,8 @@ def build_report(views: list[RunView], comparison: Comparison | None, explorers:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>vaelab report</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        + "\n".join(body) + "\n</body>\n</html>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
     )
 
 
@@ -217,11 +253,12 @@ def _summary_section(views: list[RunView], comparison: Comparison | None) -> str
     """What was trained, the headline numbers, and whether the lecture's two claims held, from the table."""
     trained = "; ".join(f"<b>{html.escape(v.name)}</b> ({html.escape(_describe(v))})" for v in views)
     data = sorted({v.data.name for v in views})
-    items = [f"<li>{len(views)} run{'s' if len(views) > 1 else ''} on {html.escape(', '.join(data))}: "
-             f"{trained}.</li>"]
+    items = [f"<li>{len(views)} run{'s' if len(views) > 1 else ''} on {html.escape(', '.join(data))}: {trained}.</li>"]
     if comparison is None:
-        items.append('<li>No evaluation yet, so the lecture\'s claims are not tested here: run '
-                     "<code>vaelab evaluate RUN</code> on each run (or <code>vaelab compare</code>).</li>")
+        items.append(
+            "<li>No evaluation yet, so the lecture's claims are not tested here: run "
+            "<code>vaelab evaluate RUN</code> on each run (or <code>vaelab compare</code>).</li>"
+        )
         return f'<section id="summary"><h2>Summary</h2><ul>{"".join(items)}</ul></section>'
     runs = list(comparison.columns.values())
     vae_run = main_vae(runs)
@@ -230,8 +267,10 @@ def _summary_section(views: list[RunView], comparison: Comparison | None) -> str
     if headline:
         items.append(f"<li>Headline: {headline}.</li>")
     for number, claim in enumerate(CLAIMS, 1):
-        items.append(f"<li><b>The lecture's claim {number}</b>: {html.escape(claim.text)}. "
-                     f"{_claim_verdict(claim, comparison, ae, vae)}</li>")
+        items.append(
+            f"<li><b>The lecture's claim {number}</b>: {html.escape(claim.text)}. "
+            f"{_claim_verdict(claim, comparison, ae, vae)}</li>"
+        )
     return f'<section id="summary"><h2>Summary</h2><ul>{"".join(items)}</ul></section>'
 
 
@@ -243,8 +282,10 @@ def _column(comparison: Comparison, view: RunView | None) -> str | None:
 def _describe(view: RunView) -> str:
     config = view.run.config
     beta = f", β = {config.beta:g}" if view.model.kind == "vae" else ""
-    return (f"{view.model.kind.upper()}, {view.model.z_dim}-D latent{beta}, {view.run.epoch} epochs, "
-            f"trained in {_duration(training_seconds(view))}")
+    return (
+        f"{view.model.kind.upper()}, {view.model.z_dim}-D latent{beta}, {view.run.epoch} epochs, "
+        f"trained in {_duration(training_seconds(view))}"
+    )
 
 
 HEADLINE_METRICS = ("nll_iwae_nats", "neg_elbo_nats", "recon_sq_error", "knn_accuracy")
@@ -256,8 +297,9 @@ def _headline(comparison: Comparison, names: list[str]) -> str:
     for row in comparison.rows:
         if row["metric"] not in HEADLINE_METRICS:
             continue
-        values = [f"{html.escape(n)} {_value_text(row, n, comparison)}" for n in names
-                  if row["values"].get(n) is not None]
+        values = [
+            f"{html.escape(n)} {_value_text(row, n, comparison)}" for n in names if row["values"].get(n) is not None
+        ]
         if values:
             parts.append(f"{html.escape(_metric_name(row['metric']))}: {', '.join(values)}")
     return "; ".join(parts)
@@ -268,17 +310,32 @@ def _claim_verdict(claim: Claim, comparison: Comparison, ae: str | None, vae: st
     if ae is None or vae is None:
         return '<span class="open">Not tested: the table needs an AutoEncoder and a VAE.</span>'
     rows = {row["metric"]: row for row in comparison.rows}
-    measured = [rows[m] for m in claim.metrics
-                if m in rows and all(is_number(rows[m]["values"].get(n)) and math.isfinite(rows[m]["values"][n])
-                                     for n in (ae, vae))]
+    measured = [
+        rows[m]
+        for m in claim.metrics
+        if m in rows
+        and all(is_number(rows[m]["values"].get(n)) and math.isfinite(rows[m]["values"][n]) for n in (ae, vae))
+    ]
     if not measured:
         return f'<span class="open">Not measured: {html.escape(claim.missing)}.</span>'
-    status, verdict = claim_verdict([(row["values"][vae], row["values"][ae], row.get("better"),
-                                   standard_error(comparison.evals.get(vae), row["metric"]),
-                                   standard_error(comparison.evals.get(ae), row["metric"])) for row in measured])
-    evidence = "; ".join(f"{html.escape(_metric_name(row['metric']))} {_value_text(row, vae, comparison)} "
-                         f"({html.escape(vae)}) against {_value_text(row, ae, comparison)} ({html.escape(ae)})"
-                         + (f", {row['better']} is better" if row["better"] else "") for row in measured)
+    status, verdict = claim_verdict(
+        [
+            (
+                row["values"][vae],
+                row["values"][ae],
+                row.get("better"),
+                standard_error(comparison.evals.get(vae), row["metric"]),
+                standard_error(comparison.evals.get(ae), row["metric"]),
+            )
+            for row in measured
+        ]
+    )
+    evidence = "; ".join(
+        f"{html.escape(_metric_name(row['metric']))} {_value_text(row, vae, comparison)} "
+        f"({html.escape(vae)}) against {_value_text(row, ae, comparison)} ({html.escape(ae)})"
+        + (f", {row['better']} is better" if row["better"] else "")
+        for row in measured
+    )
     return f'<span class="{status}">{html.escape(verdict)}</span>: {evidence}.'
 
 
@@ -296,8 +353,10 @@ def _value_text(row: dict, name: str, comparison: Comparison) -> str:
 def _comparison_section(comparison: Comparison | None) -> str:
     heading = '<section id="comparison"><h2>Comparison</h2>'
     if comparison is None or not comparison.rows:
-        return (heading + '<p class="note">No evaluation yet: run <code>vaelab evaluate RUN</code> on each run '
-                "(or <code>vaelab compare</code>) and write the report again to fill this table.</p></section>")
+        return (
+            heading + '<p class="note">No evaluation yet: run <code>vaelab evaluate RUN</code> on each run '
+            "(or <code>vaelab compare</code>) and write the report again to fill this table.</p></section>"
+        )
     rows = [row for row in comparison.rows if any(v is not None for v in row["values"].values())]
     names = list(comparison.columns)
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
@@ -306,17 +365,22 @@ def _comparison_section(comparison: Comparison | None) -> str:
         best = set(best_names(row.get("best")))
         cells = "".join(
             f'<td class="num{" best" if n in best else ""}" data-label="{html.escape(n)}">'
-            f'{_value_text(row, n, comparison)}{" ★" if n in best else ""}</td>' for n in names
+            f"{_value_text(row, n, comparison)}{' ★' if n in best else ''}</td>"
+            for n in names
         )
-        lines.append(f'<tr><th class="metric">{html.escape(_metric_name(row["metric"]))} '
-                     f'<code class="note">{html.escape(row["metric"])}</code>'
-                     f'<span class="desc">{html.escape(row.get("description", ""))}</span></th>'
-                     f'<td data-label="better">{html.escape(row.get("better") or "–")}</td>{cells}</tr>')
-    return (heading + '<p class="note">★ and green: the best value of the row, by its fixed direction (none when '
-            "tied or when the row has none); ± one standard error over test images, where measured; –: not "
-            "applicable or not computed. Metrics no model has are left out.</p>"
-            f'<table class="stack"><thead><tr><th>metric and what it measures</th><th>better</th>{head}</tr>'
-            f"</thead><tbody>{''.join(lines)}</tbody></table>{_settings_note(comparison.settings)}</section>")
+        lines.append(
+            f'<tr><th class="metric">{html.escape(_metric_name(row["metric"]))} '
+            f'<code class="note">{html.escape(row["metric"])}</code>'
+            f'<span class="desc">{html.escape(row.get("description", ""))}</span></th>'
+            f'<td data-label="better">{html.escape(row.get("better") or "–")}</td>{cells}</tr>'
+        )
+    return (
+        heading + '<p class="note">★ and green: the best value of the row, by its fixed direction (none when '
+        "tied or when the row has none); ± one standard error over test images, where measured; –: not "
+        "applicable or not computed. Metrics no model has are left out.</p>"
+        f'<table class="stack"><thead><tr><th>metric and what it measures</th><th>better</th>{head}</tr>'
+        f"</thead><tbody>{''.join(lines)}</tbody></table>{_settings_note(comparison.settings)}</section>"
+    )
 
 
 def _settings_note(settings: dict | None) -> str:
@@ -366,30 +430,42 @@ def _runs_section(views: list[RunView]) -> str:
     configs = [v.run.config.to_dict() for v in views]
     shown = {key: [_plain(c[key]) for c in configs] for key in configs[0]}
     differing = {k: values for k, values in shown.items() if len(views) > 1 and len(set(values)) > 1}
-    rows = [("folder", [f"<code>{html.escape(str(v.run.path))}</code>" for v in views]),
-            ("epochs trained", [str(v.run.epoch) for v in views]),
-            ("training time", [html.escape(_duration(training_seconds(v))) for v in views])]
+    rows = [
+        ("folder", [f"<code>{html.escape(str(v.run.path))}</code>" for v in views]),
+        ("epochs trained", [str(v.run.epoch) for v in views]),
+        ("training time", [html.escape(_duration(training_seconds(v))) for v in views]),
+    ]
     rows += [(key, [html.escape(value) for value in values]) for key, values in differing.items()]
     head = "".join(f"<th>{html.escape(v.name)}</th>" for v in views)
-    body = "".join(f"<tr><th>{html.escape(key)}</th>"
-                   + "".join(f'<td data-label="{html.escape(v.name)}">{cell}</td>' for v, cell in zip(views, cells))
-                   + "</tr>" for key, cells in rows)
-    shared = "".join(f"<dt>{html.escape(key)}</dt><dd>{html.escape(values[0])}</dd>"
-                     for key, values in shown.items() if key not in differing)
+    body = "".join(
+        f"<tr><th>{html.escape(key)}</th>"
+        + "".join(f'<td data-label="{html.escape(v.name)}">{cell}</td>' for v, cell in zip(views, cells))
+        + "</tr>"
+        for key, cells in rows
+    )
+    shared = "".join(
+        f"<dt>{html.escape(key)}</dt><dd>{html.escape(values[0])}</dd>"
+        for key, values in shown.items()
+        if key not in differing
+    )
     what = "the fields every run shares" if len(views) > 1 else "the run's configuration"
-    return (f'<section id="runs"><h2>Runs and their configurations</h2><p class="note">Every field is a flag of '
-            "<code>vaelab train</code> (z_dim is --z-dim); the table shows those that differ between the runs.</p>"
-            f'<table class="stack"><thead><tr><th>setting</th>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f'<details><summary>{what} ({len(shown) - len(differing)} fields)</summary>'
-            f'<dl class="shared">{shared}</dl></details></section>')
+    return (
+        f'<section id="runs"><h2>Runs and their configurations</h2><p class="note">Every field is a flag of '
+        "<code>vaelab train</code> (z_dim is --z-dim); the table shows those that differ between the runs.</p>"
+        f'<table class="stack"><thead><tr><th>setting</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+        f"<details><summary>{what} ({len(shown) - len(differing)} fields)</summary>"
+        f'<dl class="shared">{shared}</dl></details></section>'
+    )
 
 
 def _figure_section(section: Section, views: list[RunView]) -> str:
     """The section's one figure of every run (vaelab.plots puts up to four side by side in a row), and its caption."""
     images = _image(make_figure(section.kind, views, FigureOptions()), section.heading, views)
-    return (f'<section id="{section.kind}"><h2>{html.escape(section.heading)}</h2><figure>{images}'
-            f"<figcaption>{html.escape(section.caption)} <span class=\"note\">(Also "
-            f"<code>vaelab plot {section.kind} RUN...</code>.)</span></figcaption></figure></section>")
+    return (
+        f'<section id="{section.kind}"><h2>{html.escape(section.heading)}</h2><figure>{images}'
+        f'<figcaption>{html.escape(section.caption)} <span class="note">(Also '
+        f"<code>vaelab plot {section.kind} RUN...</code>.)</span></figcaption></figure></section>"
+    )
 
 
 def _image(fig, heading: str, views: list[RunView]) -> str:
@@ -402,12 +478,16 @@ def _image(fig, heading: str, views: list[RunView]) -> str:
 
 def _explorer_section(views: list[RunView], total: int) -> str:
     left_out = total - len(views)
-    parts = ['<section id="explorer"><h2>Live latent explorer</h2><p>Move the pointer (or a finger) over a map: '
-             "the image under it is decoded in the page, as you move.</p>"]
+    parts = [
+        '<section id="explorer"><h2>Live latent explorer</h2><p>Move the pointer (or a finger) over a map: '
+        "the image under it is decoded in the page, as you move.</p>"
+    ]
     if left_out:
-        parts.append(f'<p class="note">{left_out} run{"s" if left_out > 1 else ""} without an explorer here, to '
-                     "keep the file small: <code>vaelab report --explorers all</code> gives every run one, "
-                     "<code>vaelab explore RUN</code> one page per run.</p>")
+        parts.append(
+            f'<p class="note">{left_out} run{"s" if left_out > 1 else ""} without an explorer here, to '
+            "keep the file small: <code>vaelab report --explorers all</code> gives every run one, "
+            "<code>vaelab explore RUN</code> one page per run.</p>"
+        )
     for view in views:
         parts.append(f"<h3>{html.escape(view.title)}</h3>{explorer_html(view.run, view.data)}")
     return "".join(parts) + "</section>"

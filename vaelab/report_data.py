@@ -47,6 +47,7 @@ def resolve_inputs(paths: list[Path]) -> tuple[list[Path], dict | None]:
 
 def check_comparison(data, path: Path) -> dict:
     """comparison.json as `vaelab compare` writes it, or VaelabError saying which part is wrong."""
+
     def wrong(what: str) -> VaelabError:
         return VaelabError(f"{path}: {what}; write it again with vaelab compare")
 
@@ -58,13 +59,19 @@ def check_comparison(data, path: Path) -> dict:
     if not isinstance(rows, list):
         raise wrong("'rows' must be a list of metric rows")
     for i, row in enumerate(rows):
-        if not (isinstance(row, dict) and isinstance(row.get("metric"), str)
-                and isinstance(row.get("description", ""), str) and row.get("better") in (None, "higher", "lower")
-                and isinstance(row.get("values"), dict)
-                and all(v is None or is_number(v) for v in row["values"].values())
-                and all(isinstance(b, str) for b in best_names(row.get("best")))):
-            raise wrong(f"row {i} needs 'metric' (text), 'better' (higher, lower or null), 'values' (numbers or "
-                        "null by model) and 'best' (a model's name or null)")
+        if not (
+            isinstance(row, dict)
+            and isinstance(row.get("metric"), str)
+            and isinstance(row.get("description", ""), str)
+            and row.get("better") in (None, "higher", "lower")
+            and isinstance(row.get("values"), dict)
+            and all(v is None or is_number(v) for v in row["values"].values())
+            and all(isinstance(b, str) for b in best_names(row.get("best")))
+        ):
+            raise wrong(
+                f"row {i} needs 'metric' (text), 'better' (higher, lower or null), 'values' (numbers or "
+                "null by model) and 'best' (a model's name or null)"
+            )
     if not isinstance(data.get("settings", {}), dict):
         raise wrong("'settings' must be an object")
     return data
@@ -141,14 +148,16 @@ class Claim:
 
 
 CLAIMS = (
-    Claim("a VAE's random latent points z ~ N(0, I) decode to images of the data's classes far more often than "
-          "an AE's",
-          ("confidence_prior", "precision_prior", "fd_prior"),
-          "the sample measures were skipped (run vaelab evaluate without --skip-samples)"),
-    Claim("a VAE's latent space is more regular: the images decoded along a line between two codes change more "
-          "evenly",
-          ("interp_evenness", "interp_straightness"),
-          "the interpolation measures were skipped (run vaelab evaluate without --skip-latent)"),
+    Claim(
+        "a VAE's random latent points z ~ N(0, I) decode to images of the data's classes far more often than an AE's",
+        ("confidence_prior", "precision_prior", "fd_prior"),
+        "the sample measures were skipped (run vaelab evaluate without --skip-samples)",
+    ),
+    Claim(
+        "a VAE's latent space is more regular: the images decoded along a line between two codes change more evenly",
+        ("interp_evenness", "interp_straightness"),
+        "the interpolation measures were skipped (run vaelab evaluate without --skip-latent)",
+    ),
 )
 
 

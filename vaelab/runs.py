@@ -85,19 +85,33 @@ def _check_pointer(pointer, path: Path) -> dict:
     _require(pointer.get("kind") in MODELS, path, f"kind must be one of {', '.join(MODELS)}")
     shape = pointer.get("image_shape")
     _require(
-        isinstance(shape, list) and len(shape) == 3 and _is_int(shape[0], 1, MAX_CHANNELS)
+        isinstance(shape, list)
+        and len(shape) == 3
+        and _is_int(shape[0], 1, MAX_CHANNELS)
         and all(_is_int(side, 1, MAX_IMAGE_SIDE) for side in shape[1:]),
-        path, f"image_shape must be [channels 1..{MAX_CHANNELS}, height, width], sides 1..{MAX_IMAGE_SIDE}",
+        path,
+        f"image_shape must be [channels 1..{MAX_CHANNELS}, height, width], sides 1..{MAX_IMAGE_SIDE}",
     )
     _require(_is_int(pointer.get("epoch"), 1, 10**9), path, "epoch must be a positive integer")
     name = pointer.get("file")
-    _require(isinstance(name, str) and CHECKPOINT_NAME.fullmatch(name) is not None, path,
-             "file must be a plain name checkpoint-NNNN.safetensors inside the run folder")
-    _require(isinstance(pointer.get("sha256"), str) and SHA256_HEX.fullmatch(pointer["sha256"]) is not None,
-             path, "sha256 must be 64 hexadecimal digits")
+    _require(
+        isinstance(name, str) and CHECKPOINT_NAME.fullmatch(name) is not None,
+        path,
+        "file must be a plain name checkpoint-NNNN.safetensors inside the run folder",
+    )
+    _require(
+        isinstance(pointer.get("sha256"), str) and SHA256_HEX.fullmatch(pointer["sha256"]) is not None,
+        path,
+        "sha256 must be 64 hexadecimal digits",
+    )
     history = pointer.get("history")
-    _require(isinstance(history, list) and len(history) == pointer["epoch"]
-             and all(isinstance(row, dict) for row in history), path, "history must hold one object per epoch")
+    _require(
+        isinstance(history, list)
+        and len(history) == pointer["epoch"]
+        and all(isinstance(row, dict) for row in history),
+        path,
+        "history must hold one object per epoch",
+    )
     return pointer
 
 
@@ -188,7 +202,8 @@ def check_optimizer_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Mo
     params = list(model.parameters())
     expected = {
         f"optim.{i}.{key}": (torch.Size([]) if kind == "scalar" else p.shape)
-        for i, p in enumerate(params) for key, kind in ADAM_STATE.items()
+        for i, p in enumerate(params)
+        for key, kind in ADAM_STATE.items()
     }
     if not tensors:
         return
@@ -216,7 +231,9 @@ def load_run(run_dir: str | Path, expect_kind: str | None = None) -> Run:
     if expect_kind is not None and pointer["kind"] != expect_kind:
         raise VaelabError(f"{run_dir}: checkpoint holds a model of kind {pointer['kind']!r}, expected {expect_kind!r}")
     if pointer["kind"] != config.model:
-        raise VaelabError(f"{run_dir}: checkpoint kind {pointer['kind']!r} disagrees with config model {config.model!r}")
+        raise VaelabError(
+            f"{run_dir}: checkpoint kind {pointer['kind']!r} disagrees with config model {config.model!r}"
+        )
     tensors = _checkpoint_tensors(run_dir, pointer)
     where = run_dir / pointer["file"]
     unknown = [name for name in tensors if not name.startswith(("model.", "optim."))]
@@ -224,7 +241,7 @@ def load_run(run_dir: str | Path, expect_kind: str | None = None) -> Run:
         raise VaelabError(f"{where}: unexpected tensors {', '.join(unknown[:4])}")
     with torch.device("meta"):  # shapes only: a forged image_shape cannot make us allocate a huge model
         skeleton = build_model(config, tuple(pointer["image_shape"]))
-    model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     check_model_tensors(model_tensors, skeleton, where)
     optimizer_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     check_optimizer_tensors(optimizer_state, skeleton, where)
@@ -272,7 +289,7 @@ class RunFolder:
         self._written: list[str] = []
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         self._create_or_check_exists()
         self._lock()
         if not self.resume:
@@ -318,7 +335,9 @@ class RunFolder:
             os.close(self._fd)
             self._fd = None
             self.created = False  # the folder is the other command's now
-            raise VaelabError(f"{self.path}: in use by another vaelab command; wait for it or choose another --out") from None
+            raise VaelabError(
+                f"{self.path}: in use by another vaelab command; wait for it or choose another --out"
+            ) from None
 
     def _check_empty(self) -> None:
         entries = os.listdir(self.path)
@@ -353,8 +372,13 @@ class RunFolder:
             self._write("config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
         self._write("metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
         pointer = {
-            "format": CHECKPOINT_FORMAT, "kind": model.kind, "image_shape": list(model.image_shape),
-            "epoch": epoch, "file": name, "sha256": hashlib.sha256(payload).hexdigest(), "history": history,
+            "format": CHECKPOINT_FORMAT,
+            "kind": model.kind,
+            "image_shape": list(model.image_shape),
+            "epoch": epoch,
+            "file": name,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "history": history,
         }
         self._write("checkpoint.json", (json.dumps(pointer, indent=2) + "\n").encode())
         previous, self.current_file, self.committed_epoch = self.current_file, name, epoch
@@ -368,4 +392,3 @@ class RunFolder:
         if self.resume:
             return f"{self.path} is left as it was"
         return f"no checkpoint was written and nothing is kept in {self.path}"
-

@@ -37,7 +37,7 @@ def kth_neighbour_radii(points: torch.Tensor, k: int, chunk: int = 1024) -> torc
     """Distance from each point to its k-th nearest other point in the same set.  # (N,)"""
     radii = []
     for start in range(0, len(points), chunk):
-        d = torch.cdist(points[start:start + chunk], points)  # (chunk, N)
+        d = torch.cdist(points[start : start + chunk], points)  # (chunk, N)
         # The smallest distance is the point itself (0), so the k-th neighbour is the (k+1)-th smallest.
         radii.append(d.topk(k + 1, dim=1, largest=False).values[:, k])
     return torch.cat(radii)
@@ -49,7 +49,7 @@ def fraction_inside_manifold(
     """Share of queries lying within radius_j of some support point j: the k-NN manifold test.  # ()"""
     inside = []
     for start in range(0, len(queries), chunk):
-        d = torch.cdist(queries[start:start + chunk], support)  # (chunk, N)
+        d = torch.cdist(queries[start : start + chunk], support)  # (chunk, N)
         inside.append((d <= radii[None, :]).any(dim=1))
     return torch.cat(inside).double().mean().item()
 
@@ -84,4 +84,3 @@ def class_statistics(probs: np.ndarray) -> tuple[float, float]:
     counts = np.bincount(probs.argmax(1), minlength=probs.shape[1]).astype(np.float64)
     share = counts[counts > 0] / counts.sum()
     return confidence, float((share * np.log(1.0 / share)).sum())  # written so one class gives +0.0, not -0.0
-

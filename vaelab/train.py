@@ -101,15 +101,17 @@ def train(
                 raise VaelabError(f"{exc}; {folder.state_sentence()} (try a lower --lr or --clip-grad)") from None
             seconds = time.perf_counter() - started
             test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED)
-            history.append({
-                "epoch": epoch,
-                **{f"train_{k}": v for k, v in train_means.items()},
-                **{f"test_{k}": v for k, v in test_means.items()},
-                "beta": kl_weight(config, epoch * steps_per_epoch, steps_per_epoch),
-                "seconds": round(seconds, 3),
-                "images_per_second": round(len(x_train) / seconds, 1),
-                "scaling": LOSS_SCALING,
-            })
+            history.append(
+                {
+                    "epoch": epoch,
+                    **{f"train_{k}": v for k, v in train_means.items()},
+                    **{f"test_{k}": v for k, v in test_means.items()},
+                    "beta": kl_weight(config, epoch * steps_per_epoch, steps_per_epoch),
+                    "seconds": round(seconds, 3),
+                    "images_per_second": round(len(x_train) / seconds, 1),
+                    "scaling": LOSS_SCALING,
+                }
+            )
             folder.save_checkpoint(model, optimizer, config, history)
             if board is not None:
                 _log_to_tensorboard(board, model, history[-1], x_test)
@@ -175,11 +177,17 @@ def train_epoch(
     torch.manual_seed(seed)  # reparameterisation noise and dynamic binarisation
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
     totals = [0.0, 0.0, 0.0]  # loss, recon, kl summed over images, in float64
-    bar = tqdm(total=len(x_train), desc=f"epoch {epoch}/{config.epochs}", unit="img", disable=not progress,
-               leave=False, mininterval=0.5)
+    bar = tqdm(
+        total=len(x_train),
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="img",
+        disable=not progress,
+        leave=False,
+        mininterval=0.5,
+    )
     for batch, start in enumerate(range(0, len(x_train), config.batch_size)):
         # index_select rather than x_train[idx]: the same gather, without advanced indexing's overhead.
-        x = x_train.index_select(0, order[start:start + config.batch_size])  # (B, C, H, W)
+        x = x_train.index_select(0, order[start : start + config.batch_size])  # (B, C, H, W)
         if config.binarize == "dynamic":
             x = binarize(x)
         beta = kl_weight(config, (epoch - 1) * steps_per_epoch + batch, steps_per_epoch)
@@ -200,7 +208,11 @@ def train_epoch(
         bar.update(len(x))
         if progress and batch % 20 == 0:
             seen = start + len(x)
-            bar.set_postfix(loss=f"{totals[0] / seen:.2f}", recon=f"{totals[1] / seen:.2f}",
-                            kl=f"{totals[2] / seen:.2f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{totals[0] / seen:.2f}",
+                recon=f"{totals[1] / seen:.2f}",
+                kl=f"{totals[2] / seen:.2f}",
+                refresh=False,
+            )
     bar.close()
     return {name: total / len(x_train) for name, total in zip(("loss", "recon", "kl"), totals)}
