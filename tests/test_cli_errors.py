@@ -229,6 +229,12 @@ CASES: dict[str, tuple[str, Callable[[Path, Path], list[str]]]] = {
         "argument --seed: expected an integer from 0 to 4294967295",
         lambda c, r: ["sample", _run(c, r), "--seed", "-1", "-o", str(c / "s.png")],
     ),
+    "explore-into-a-missing-folder": (
+        "does not exist",
+        lambda c, r: ["explore", _run(c, r), "-o", str(c / "missing" / "e.html")],
+    ),
+    "explore-onto-a-folder": ("is a folder", lambda c, r: ["explore", _run(c, r), "-o", str(c)]),
+    "evaluate-onto-a-folder": ("is a folder", lambda c, r: ["evaluate", _run(c, r), "--skip-iwae", "-o", str(c)]),
 }
 
 
