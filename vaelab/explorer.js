@@ -3,7 +3,9 @@
  * Each fragment written by vaelab/explorer.py holds a JSON blob (class "vx-data") and calls
  * window.vaelabExplorer.mount(itsDiv). The decoder's weights are float16 (base64, little-endian), widened
  * exactly and evaluated in float64: the page agrees with PyTorch's decoder on the same float16-rounded weights
- * to about 1e-6, and with the float32 decoder to well within one grey level.
+ * to about 1e-6, and with the float32 decoder to well within one grey level. Layer kinds (LAYERS): linear,
+ * unflatten, conv2d, conv_transpose2d (output_padding included), residual (x + body(x), a nested layer list) and
+ * the activations; a 64x64 RGB conv decoder takes about 15 ms a pointer move (benchmarks/explorer_pointer.py).
  * window.vaelabExplorers[id] exposes each explorer for tests: decode(z), pointToLatent(px, py) and
  * latentToPoint(z) (pixels from the map canvas's top-left as displayed), the current z and decoded values, and
  * the count of updates shown so far.
@@ -80,12 +82,14 @@
   function conv2d(layer, x, shape) {
     // torch.nn.Conv2d, weight (C_out, C_in, kH, kW): output pixel (co, oy, ox) is b[co] plus the sum over
     // ci, ky, kx of x[ci, oy*s - p + ky*d, ox*s - p + kx*d] * w[co, ci, ky, kx] (zero outside the input).
-    // Per output pixel its input patch is gathered once, then each output channel is one contiguous dot product.
+    // Per output pixel its input patch is gathered once; each non-zero patch value (a ReLU leaves about half at
+    // zero) then adds itself times a contiguous row of the transposed weights wT (C_in*kH*kW, C_out).
     var hIn = shape[1], wIn = shape[2], k = layer.kernel, s = layer.stride, p = layer.padding, d = layer.dilation;
     var hOut = Math.floor((hIn + 2 * p[0] - d[0] * (k[0] - 1) - 1) / s[0]) + 1;
     var wOut = Math.floor((wIn + 2 * p[1] - d[1] * (k[1] - 1) - 1) / s[1]) + 1;
-    var cOut = layer.out, plane = hOut * wOut, y = new Float64Array(cOut * plane), w = layer.w;
-    var size = layer.in * k[0] * k[1], patch = new Float64Array(size), pixels = hIn * wIn;
+    var cOut = layer.out, plane = hOut * wOut, y = new Float64Array(cOut * plane), wT = layer.w;
+    var size = layer.in * k[0] * k[1], patch = new Float64Array(size), sums = new Float64Array(cOut);
+    var pixels = hIn * wIn;
     for (var oy = 0; oy < hOut; oy++) {
       for (var ox = 0; ox < wOut; ox++) {
         for (var ci = 0, j = 0; ci < layer.in; ci++) {
@@ -97,14 +101,23 @@
             }
           }
         }
-        for (var co = 0; co < cOut; co++) {
-          var sum = layer.b[co], base = co * size;
-          for (var i = 0; i < size; i++) sum += w[base + i] * patch[i];
-          y[co * plane + oy * wOut + ox] = sum;
+        sums.set(layer.b);
+        for (j = 0; j < size; j++) {
+          var v = patch[j], base = j * cOut;
+          if (v === 0) continue;
+          for (var co = 0; co < cOut; co++) sums[co] += v * wT[base + co];
         }
+        for (co = 0; co < cOut; co++) y[co * plane + oy * wOut + ox] = sums[co];
       }
     }
     return { values: y, shape: [cOut, hOut, wOut] };
+  }
+
+  function transposed(w, rows, cols) {
+    // A rows x cols row-major matrix as cols x rows.
+    var t = new Float64Array(w.length);
+    for (var r = 0; r < rows; r++) for (var c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
+    return t;
   }
 
   function elementwise(f) {
@@ -148,6 +161,8 @@
     // Every layer's float16 weights to Float64Array, once; a residual block's body too.
     layers.forEach(function (l) {
       if (l.weight) { l.w = halves(l.weight); l.b = halves(l.bias); }
+      // conv2d reads its weights transposed, (C_in*kH*kW, C_out): one contiguous row a patch value
+      if (l.type === "conv2d") l.w = transposed(l.w, l.out, l.w.length / l.out);
       if (l.layers) widen(l.layers);
     });
   }
