@@ -20,11 +20,22 @@ import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
+import vaelab.explorer as explorer_module
 from conftest import BROWSER_TIMEOUT_MS
-from vaelab import RunConfig, VaelabError, build_model
+from vaelab import RunConfig, VaelabError, build_model, load_data
 from vaelab.cli import main
 from vaelab.data import ImageData
-from vaelab.explorer import explorer_html, export_decoder, latent_codes, latent_plane
+from vaelab.explorer import (
+    MAX_DECODER_BYTES,
+    DecoderNotShowable,
+    decoder_bytes,
+    explorer_html,
+    export_decoder,
+    latent_codes,
+    latent_plane,
+)
+from vaelab.nets import mlp_decoder
+from vaelab.report import write_report
 from vaelab.runs import Run
 
 DECODE_TOLERANCE = 1e-4  # the page's decoded probabilities against PyTorch's decode_mean on the same float16 weights
@@ -72,6 +83,30 @@ def _untrained_run(tmp_path: Path, name: str, seed: int, **fields) -> Run:
             p.normal_(0, 0.3)
     (tmp_path / name).mkdir()
     return Run(tmp_path / name, config, model, epoch=0)
+
+
+def _image_run(tmp_path: Path, arch: str, shape: tuple[int, int, int]) -> tuple[Run, ImageData]:
+    """An untrained `arch` model (default widths) for images of `shape`, and random test images of that shape.
+
+    Its decoder's weights are redrawn with fan-in scaling and its last layer rescaled to logits of std 2, so the
+    decoded images vary over most of the grey range and agreement with PyTorch means something.
+    """
+    x = np.random.default_rng(0).integers(0, 256, size=(40, *shape), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", x=x[:30], x_test=x[30:])
+    torch.manual_seed(0)
+    config = RunConfig(arch=arch, z_dim=3, hidden=[32])
+    model = build_model(config, shape).eval()
+    weighted = [m for m in model.decoder.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        for m in weighted:
+            fan_in = m.weight.numel() / (m.out_channels if hasattr(m, "out_channels") else m.out_features)
+            m.weight.normal_(0, (2 / fan_in) ** 0.5)
+            m.bias.normal_(0, 0.1)
+        shrink = float(model.decode(torch.randn(16, 3)).std()) / 2
+        weighted[-1].weight /= shrink
+        weighted[-1].bias /= shrink
+    (tmp_path / arch).mkdir()
+    return Run(tmp_path / arch, config, model, epoch=0), load_data(str(tmp_path / "images.npz"))
 
 
 # --- the Python side -------------------------------------------------------------------------------------------
@@ -136,6 +171,41 @@ def test_decoder_layer_the_browser_cannot_evaluate_is_refused(tmp_path, digits):
     run.model.decoder = nn.Sequential(nn.Linear(2, 64), nn.Softplus(), nn.Unflatten(1, (1, 8, 8)))
     with pytest.raises(VaelabError, match="Softplus"):
         explorer_html(run, digits)
+
+
+def test_decoder_with_several_parameters_a_pixel_is_refused(tmp_path, digits):
+    run = _untrained_run(tmp_path, "mixture", seed=0, z_dim=2)
+    run.model.decoder = mlp_decoder((1, 8, 8), [16], 2, "relu", out_channels=3)  # e.g. a likelihood's parameters
+    with pytest.raises(DecoderNotShowable, match="several parameters a pixel"):
+        explorer_html(run, digits)
+
+
+def test_decoder_too_large_for_a_page_is_refused_with_its_size(monkeypatch, vae2d_run, digits):
+    monkeypatch.setattr(explorer_module, "MAX_DECODER_BYTES", 1000)
+    with pytest.raises(DecoderNotShowable, match=r"MiB of float16 weights, more than the explorer's limit"):
+        explorer_html(vae2d_run, digits)
+
+
+def test_default_colour_decoders_at_64x64_fit_in_a_page():
+    for arch in ("mlp", "conv", "resnet"):
+        assert decoder_bytes(build_model(RunConfig(arch=arch), (3, 64, 64)).decoder) < MAX_DECODER_BYTES / 4
+
+
+def test_explore_command_says_why_a_decoder_is_too_large(monkeypatch, vae2d_run, tmp_path, capsys):
+    monkeypatch.setattr(explorer_module, "MAX_DECODER_BYTES", 1000)
+    out = tmp_path / "big.html"
+    assert main(["explore", str(vae2d_run.path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaelab: error:") and "explorer's limit" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_report_leaves_out_an_explorer_it_cannot_show_and_says_why(monkeypatch, vae2d_run, tmp_path):
+    monkeypatch.setattr(explorer_module, "MAX_DECODER_BYTES", 1000)
+    write_report([vae2d_run.path], tmp_path / "report.html", explorers="all")
+    text = (tmp_path / "report.html").read_text()
+    assert 'class="vaelab-explorer"' not in text
+    assert re.search(r"No live explorer for this run: the decoder holds [\d.]+ MiB of float16 weights", text)
 
 
 def test_explore_command_writes_a_page_that_opens_cleanly(cli, vae2d_run, tmp_path, page):
@@ -211,15 +281,17 @@ def _canvas_pixels(page, explorer_id: str) -> np.ndarray:
 
 
 def _check_shown_image(page, explorer_id: str, run: Run) -> np.ndarray:
-    """What the page decoded at its current z equals PyTorch's decode_mean, and the canvas shows it exactly."""
+    """What the page decoded at its current z equals PyTorch's decode_mean, and the canvas shows it exactly: grey
+    images in all three canvas channels, RGB images channel by channel."""
     z, values, scale = _hook(page, explorer_id, "[e.z, e.values, e.scale]")
     expected = _check_decoded(values, run, z)
-    _, h, w = run.model.image_shape
-    grey = np.kron(np.round(255 * expected).reshape(h, w), np.ones((scale, scale)))  # nearest-neighbour upscale
+    c, h, w = run.model.image_shape
+    levels = np.round(255 * expected).reshape(c, h, w)
     pixels = _canvas_pixels(page, explorer_id)
     assert pixels.shape == (h * scale, w * scale, 4) and (pixels[..., 3] == 255).all()
     for channel in range(3):
-        assert np.abs(pixels[..., channel] - grey).max() <= GREY_TOLERANCE
+        shown = np.kron(levels[channel if c == 3 else 0], np.ones((scale, scale)))  # nearest-neighbour upscale
+        assert np.abs(pixels[..., channel] - shown).max() <= GREY_TOLERANCE
     return pixels
 
 
@@ -293,3 +365,22 @@ def test_every_decoder_layer_type_is_evaluated_like_pytorch(page, tmp_path, digi
         expected = _check_decoded(values, run, z)
         assert expected.std() > 0.05  # the weights make images that vary, so agreement means something
     _check_shown_image(page, explorer_id, run)
+
+
+@pytest.mark.parametrize(
+    "arch,shape",
+    [("conv", (3, 64, 64)), ("resnet", (3, 64, 64)), ("resnet", (1, 13, 40))],
+    ids=["conv-rgb-64x64", "resnet-rgb-64x64", "resnet-grey-13x40"],
+)
+def test_conv_and_resnet_decoders_are_evaluated_and_drawn_like_pytorch(page, tmp_path, arch, shape):
+    # Covers Conv2d (3x3 and 1x1), residual blocks, and transposed convs with output_padding and per-axis strides.
+    run, data = _image_run(tmp_path, arch, shape)
+    (explorer_id,) = _open(page, tmp_path, [explorer_html(run, data)])
+    zs = torch.randn(3, run.model.z_dim, generator=torch.Generator().manual_seed(2)).tolist()
+    decoded = _hook(page, explorer_id, "a[0].map(z => Array.from(e.decode(z)))", zs)
+    for z, values in zip(zs, decoded):
+        assert _check_decoded(values, run, z).std() > 0.05
+    _move_pointer_to(page, explorer_id, _hook(page, explorer_id, "e.pointToLatent(250, 100)"))
+    pixels = _check_shown_image(page, explorer_id, run)
+    if shape[0] == 3:
+        assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 32  # drawn in colour, not grey

@@ -22,7 +22,16 @@ def test_default_vae_is_the_lecture_network():
 
 @pytest.mark.parametrize("model_kind", ["ae", "vae"])
 @pytest.mark.parametrize(
-    "arch,shape", [("mlp", (1, 8, 8)), ("mlp", (3, 32, 32)), ("conv", (1, 28, 28)), ("conv", (3, 32, 32))]
+    "arch,shape",
+    [
+        ("mlp", (1, 8, 8)),
+        ("mlp", (3, 32, 32)),
+        ("conv", (1, 28, 28)),
+        ("conv", (3, 32, 32)),
+        ("conv", (3, 50, 70)),
+        ("resnet", (3, 48, 48)),
+        ("resnet", (1, 30, 30)),
+    ],
 )
 def test_models_share_one_interface_for_any_shape(model_kind, arch, shape):
     model = build_model(RunConfig(model=model_kind, arch=arch, z_dim=3, hidden=[32, 16]), shape)
@@ -36,9 +45,25 @@ def test_models_share_one_interface_for_any_shape(model_kind, arch, shape):
     assert recon.shape == (5,) and kl.shape == (5, 3)
 
 
-def test_conv_refuses_sides_not_divisible_by_four():
-    with pytest.raises(VaelabError, match="divisible by 4"):
-        build_model(RunConfig(arch="conv"), (1, 30, 30))
+@pytest.mark.parametrize("arch", ["conv", "resnet"])
+def test_conv_refuses_images_smaller_than_8_px(arch):
+    with pytest.raises(VaelabError, match="at least 8x8"):
+        build_model(RunConfig(arch=arch), (1, 6, 30))
+
+
+def test_conv_channels_set_the_widths_of_the_stages():
+    model = build_model(RunConfig(arch="conv", conv_channels=[8, 12]), (3, 32, 32))
+    assert [m.out_channels for m in model.encoder if isinstance(m, nn.Conv2d)] == [8, 12, 12]  # 32 -> 16 -> 8 -> 4
+
+
+@pytest.mark.parametrize("arch", ["conv", "resnet"])
+def test_model_builds_on_the_meta_device_as_checkpoint_checks_do(arch):
+    with torch.device("meta"):  # vaelab.runs checks a checkpoint's tensors against a skeleton built this way
+        model = build_model(RunConfig(arch=arch), (3, 64, 64))
+    reference = build_model(RunConfig(arch=arch), (3, 64, 64))
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
 
 
 def test_gradients_reach_mu_and_logvar_through_the_sample():

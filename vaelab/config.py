@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from vaelab.errors import VaelabError
 
 MODELS = ("ae", "vae")
-ARCHS = ("mlp", "conv")
+ARCHS = ("mlp", "conv", "resnet")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
 BINARIZE = ("none", "dynamic", "static")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
@@ -27,6 +27,9 @@ GROUPS = ("data", "model", "objective", "optimisation", "run")
 # and Adam's two moments; anything wider is a typo, and `--hidden 1000000000` would otherwise ask the allocator
 # for terabytes (or crash it) instead of getting a clear error.
 MAX_WIDTH = 65536
+MAX_CHANNELS = 4096  # widest conv stage: a 4096 -> 4096 4x4 convolution alone holds 268M weights
+# Widths of the conv and resnet stride-2 stages: 28x28 gets three (32, 64, 128; 3x3 maps), 64x64 all four.
+CONV_CHANNELS = (32, 64, 128, 256)
 MAX_LAYERS = 64  # hidden layers: far deeper than a plain MLP trains; a bound keeps a typo from building for ages
 MAX_COUNT = 2**31 - 1  # epochs, batch size, warm-up: beyond any real run, and refuses 5000-digit integers
 SEED_RANGE = (0, 2**32 - 1)  # numpy and torch both take 32-bit seeds
@@ -50,8 +53,20 @@ class RunConfig:
     )
     download: bool = _setting(False, "allow fetching mnist/fashion-mnist into --data-cache", "data")
     data_cache: str = _setting("~/.cache/vaelab", "where downloaded IDX files are kept", "data")
-    arch: str = _setting("mlp", "network: the lecture's MLP, or conv (28x28 and 32x32 images)", "model", ARCHS)
+    arch: str = _setting(
+        "mlp",
+        "network: the lecture's MLP; conv (stride-2 convolutions, any image from 8x8); resnet (conv with a "
+        "residual block at every stage, as VQ-VAE)",
+        "model",
+        ARCHS,
+    )
     hidden: list[int] = _setting([400], "hidden layer widths, encoder order, comma-separated", "model")
+    conv_channels: list[int] = _setting(
+        list(CONV_CHANNELS),
+        "conv/resnet: widths of the stride-2 stages, which halve the image until it is at most 4x4; "
+        "an image needing more stages repeats the last width, fewer use the first ones",
+        "model",
+    )
     enc_activation: str = _setting(
         "leaky_relu", "encoder activation (the lecture's: LeakyReLU(0.2))", "model", ACTIVATIONS
     )
@@ -95,10 +110,8 @@ class RunConfig:
         """Raise VaelabError naming the first field that is out of range."""
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
-        if not self.hidden or len(self.hidden) > MAX_LAYERS:
-            raise VaelabError(f"hidden must be a list of 1 to {MAX_LAYERS} positive widths, got {_short(self.hidden)}")
-        for width in self.hidden:
-            _check_int("each hidden width", width, (1, MAX_WIDTH))
+        _check_widths("hidden", self.hidden, MAX_WIDTH)
+        _check_widths("conv_channels", self.conv_channels, MAX_CHANNELS)
         for name in ("beta", "lr", "free_bits", "clip_grad", "gaussian_std"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -140,6 +153,13 @@ def _check_field(f: dataclasses.Field, value) -> None:
         raise VaelabError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}; got {_short(value)}")
     if f.metadata["bounds"] is not None:
         _check_int(f.name, value, f.metadata["bounds"])
+
+
+def _check_widths(name: str, widths: list[int], high: int) -> None:
+    if not widths or len(widths) > MAX_LAYERS:
+        raise VaelabError(f"{name} must be a list of 1 to {MAX_LAYERS} positive widths, got {_short(widths)}")
+    for width in widths:
+        _check_int(f"each {name} width", width, (1, high))
 
 
 def _check_int(name: str, value: int, bounds: tuple[int, int]) -> None:

@@ -3,7 +3,9 @@
  * Each fragment written by vaelab/explorer.py holds a JSON blob (class "vx-data") and calls
  * window.vaelabExplorer.mount(itsDiv). The decoder's weights are float16 (base64, little-endian), widened
  * exactly and evaluated in float64: the page agrees with PyTorch's decoder on the same float16-rounded weights
- * to about 1e-6, and with the float32 decoder to well within one grey level.
+ * to about 1e-6, and with the float32 decoder to well within one grey level. Layer kinds (LAYERS): linear,
+ * unflatten, conv2d, conv_transpose2d (output_padding included), residual (x + body(x), a nested layer list) and
+ * the activations; a 64x64 RGB conv decoder takes about 15 ms a pointer move (benchmarks/explorer_pointer.py).
  * window.vaelabExplorers[id] exposes each explorer for tests: decode(z), pointToLatent(px, py) and
  * latentToPoint(z) (pixels from the map canvas's top-left as displayed), the current z and decoded values, and
  * the count of updates shown so far.
@@ -45,34 +47,77 @@
 
   function convTranspose2d(layer, x, shape) {
     // torch.nn.ConvTranspose2d, weight (C_in, C_out, kH, kW): every input pixel (iy, ix) adds
-    // x * w[ci, co, ky, kx] to output pixel (iy*s - p + ky*d, ix*s - p + kx*d).
+    // x[ci, iy, ix] * w[ci, co, ky, kx] to output pixel (co, iy*s - p + ky*d, ix*s - p + kx*d).
+    // Per input pixel, its contributions cols[co, ky, kx] = sum_ci x[ci] w[ci, co, ky, kx] run over contiguous
+    // weights (a matrix product, skipping the zeros a ReLU leaves), then are added to the output.
     var hIn = shape[1], wIn = shape[2], k = layer.kernel, s = layer.stride, p = layer.padding,
         d = layer.dilation, op = layer.output_padding;
     var hOut = (hIn - 1) * s[0] - 2 * p[0] + d[0] * (k[0] - 1) + op[0] + 1;
     var wOut = (wIn - 1) * s[1] - 2 * p[1] + d[1] * (k[1] - 1) + op[1] + 1;
     var cOut = layer.out, plane = hOut * wOut, y = new Float64Array(cOut * plane), w = layer.w;
+    var taps = k[0] * k[1], size = cOut * taps, cols = new Float64Array(size), pixels = hIn * wIn;
     for (var co = 0; co < cOut; co++) y.fill(layer.b[co], co * plane, (co + 1) * plane);
-    for (var ci = 0; ci < layer.in; ci++) {
-      for (var iy = 0; iy < hIn; iy++) {
-        for (var ix = 0; ix < wIn; ix++) {
-          var v = x[(ci * hIn + iy) * wIn + ix];
-          if (v === 0) continue; // after a ReLU most inputs are zero
-          for (var c = 0; c < cOut; c++) {
-            var wBase = (ci * cOut + c) * k[0] * k[1], yBase = c * plane;
-            for (var ky = 0; ky < k[0]; ky++) {
-              var oy = iy * s[0] - p[0] + ky * d[0];
-              if (oy < 0 || oy >= hOut) continue;
-              for (var kx = 0; kx < k[1]; kx++) {
-                var ox = ix * s[1] - p[1] + kx * d[1];
-                if (ox < 0 || ox >= wOut) continue;
-                y[yBase + oy * wOut + ox] += v * w[wBase + ky * k[1] + kx];
-              }
-            }
+    for (var iy = 0; iy < hIn; iy++) {
+      for (var ix = 0; ix < wIn; ix++) {
+        cols.fill(0);
+        for (var ci = 0; ci < layer.in; ci++) {
+          var v = x[ci * pixels + iy * wIn + ix], base = ci * size;
+          if (v === 0) continue;
+          for (var j = 0; j < size; j++) cols[j] += v * w[base + j];
+        }
+        for (var ky = 0; ky < k[0]; ky++) {
+          var oy = iy * s[0] - p[0] + ky * d[0];
+          if (oy < 0 || oy >= hOut) continue;
+          for (var kx = 0; kx < k[1]; kx++) {
+            var ox = ix * s[1] - p[1] + kx * d[1];
+            if (ox < 0 || ox >= wOut) continue;
+            for (var c = 0, t = ky * k[1] + kx; c < cOut; c++) y[c * plane + oy * wOut + ox] += cols[c * taps + t];
           }
         }
       }
     }
     return { values: y, shape: [cOut, hOut, wOut] };
+  }
+
+  function conv2d(layer, x, shape) {
+    // torch.nn.Conv2d, weight (C_out, C_in, kH, kW): output pixel (co, oy, ox) is b[co] plus the sum over
+    // ci, ky, kx of x[ci, oy*s - p + ky*d, ox*s - p + kx*d] * w[co, ci, ky, kx] (zero outside the input).
+    // Per output pixel its input patch is gathered once; each non-zero patch value (a ReLU leaves about half at
+    // zero) then adds itself times a contiguous row of the transposed weights wT (C_in*kH*kW, C_out).
+    var hIn = shape[1], wIn = shape[2], k = layer.kernel, s = layer.stride, p = layer.padding, d = layer.dilation;
+    var hOut = Math.floor((hIn + 2 * p[0] - d[0] * (k[0] - 1) - 1) / s[0]) + 1;
+    var wOut = Math.floor((wIn + 2 * p[1] - d[1] * (k[1] - 1) - 1) / s[1]) + 1;
+    var cOut = layer.out, plane = hOut * wOut, y = new Float64Array(cOut * plane), wT = layer.w;
+    var size = layer.in * k[0] * k[1], patch = new Float64Array(size), sums = new Float64Array(cOut);
+    var pixels = hIn * wIn;
+    for (var oy = 0; oy < hOut; oy++) {
+      for (var ox = 0; ox < wOut; ox++) {
+        for (var ci = 0, j = 0; ci < layer.in; ci++) {
+          for (var ky = 0; ky < k[0]; ky++) {
+            var iy = oy * s[0] - p[0] + ky * d[0];
+            for (var kx = 0; kx < k[1]; kx++, j++) {
+              var ix = ox * s[1] - p[1] + kx * d[1];
+              patch[j] = iy < 0 || iy >= hIn || ix < 0 || ix >= wIn ? 0 : x[ci * pixels + iy * wIn + ix];
+            }
+          }
+        }
+        sums.set(layer.b);
+        for (j = 0; j < size; j++) {
+          var v = patch[j], base = j * cOut;
+          if (v === 0) continue;
+          for (var co = 0; co < cOut; co++) sums[co] += v * wT[base + co];
+        }
+        for (co = 0; co < cOut; co++) y[co * plane + oy * wOut + ox] = sums[co];
+      }
+    }
+    return { values: y, shape: [cOut, hOut, wOut] };
+  }
+
+  function transposed(w, rows, cols) {
+    // A rows x cols row-major matrix as cols x rows.
+    var t = new Float64Array(w.length);
+    for (var r = 0; r < rows; r++) for (var c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
+    return t;
   }
 
   function elementwise(f) {
@@ -90,17 +135,43 @@
     elu: elementwise(function (v, l) { return v > 0 ? v : l.alpha * Math.expm1(v); })
   };
 
+  // Each layer kind maps (layer, values, shape) to { values, shape }; values are flat, in (C, H, W) order.
+  var LAYERS = {
+    linear: function (l, x) { return { values: linear(l, x), shape: [l.out] }; },
+    unflatten: function (l, x) { return { values: x, shape: l.shape.slice() }; },
+    conv2d: conv2d,
+    conv_transpose2d: convTranspose2d,
+    residual: function (l, x, shape) {
+      // x + body(x): a ResBlock's skip connection
+      var r = run(l.layers, x, shape), y = r.values;
+      for (var i = 0; i < y.length; i++) y[i] += x[i];
+      return r;
+    }
+  };
+  Object.keys(ACTIVATIONS).forEach(function (name) {
+    LAYERS[name] = function (l, x, shape) { return { values: ACTIVATIONS[name](l, x), shape: shape }; };
+  });
+
+  function run(layers, x, shape) {
+    layers.forEach(function (l) { var r = LAYERS[l.type](l, x, shape); x = r.values; shape = r.shape; });
+    return { values: x, shape: shape };
+  }
+
+  function widen(layers) {
+    // Every layer's float16 weights to Float64Array, once; a residual block's body too.
+    layers.forEach(function (l) {
+      if (l.weight) { l.w = halves(l.weight); l.b = halves(l.bias); }
+      // conv2d reads its weights transposed, (C_in*kH*kW, C_out): one contiguous row a patch value
+      if (l.type === "conv2d") l.w = transposed(l.w, l.out, l.w.length / l.out);
+      if (l.layers) widen(l.layers);
+    });
+  }
+
   function makeDecoder(layers) {
-    layers.forEach(function (l) { if (l.weight) { l.w = halves(l.weight); l.b = halves(l.bias); } });
+    widen(layers);
     // decode_mean: the decoder's logits through a sigmoid, flattened in (C, H, W) order.
     return function decode(z) {
-      var x = Float64Array.from(z), shape = [x.length];
-      layers.forEach(function (l) {
-        if (l.type === "linear") { x = linear(l, x); shape = [x.length]; }
-        else if (l.type === "unflatten") { shape = l.shape.slice(); }
-        else if (l.type === "conv_transpose2d") { var r = convTranspose2d(l, x, shape); x = r.values; shape = r.shape; }
-        else { x = ACTIVATIONS[l.type](l, x); }
-      });
+      var x = run(layers, Float64Array.from(z), [z.length]).values;
       for (var i = 0; i < x.length; i++) x[i] = 1 / (1 + Math.exp(-x[i]));
       return x;
     };

@@ -23,6 +23,7 @@ from torch import nn
 from vaelab.atomic import atomic_write_bytes
 from vaelab.data import ImageData, check_matches, training_targets
 from vaelab.errors import VaelabError
+from vaelab.nets import ResBlock
 from vaelab.pca import principal_plane
 from vaelab.plots import CLASS_COLOURS
 from vaelab.runs import Run
@@ -32,6 +33,16 @@ PLANE_SEED = 0  # which test points are drawn when there are more than max_point
 VIEW_PADDING = 0.08  # fraction of the codes' extent left free around them on the map
 PRIOR_RADII = (1.0, 2.0)  # circles of the prior N(0, I) drawn on a VAE's map (1 and 2 standard deviations)
 SLIDER_PRIOR_RANGE = 3.0  # a VAE's sliders always reach +-3 prior standard deviations
+# The largest decoder a page carries, in bytes of float16 weights (base64 makes it a third larger): a 40 MiB
+# page still opens in a few seconds; the default conv decoder at 64x64 RGB is 4.5 MiB, the lecture's MLP 1.3 MiB.
+MAX_DECODER_BYTES = 40 * 2**20
+
+
+class DecoderNotShowable(VaelabError):
+    """This run's decoder cannot be evaluated in a page (too large, a layer the page does not know, ...).
+
+    The report catches it and leaves that run's explorer out with the reason; `vaelab explore` reports it.
+    """
 
 
 def _halves_b64(t: torch.Tensor, what: str) -> str:
@@ -42,7 +53,7 @@ def _halves_b64(t: torch.Tensor, what: str) -> str:
     """
     half = t.detach().cpu().contiguous().to(torch.float16)
     if not torch.isfinite(half).all():
-        raise VaelabError(
+        raise DecoderNotShowable(
             f"the explorer stores decoder weights as float16, and {what} has values beyond its range "
             "(|w| > 65504) or not finite: this decoder cannot be shown in the browser"
         )
@@ -53,63 +64,100 @@ def _pair(value) -> list[int]:
     return list(value) if isinstance(value, (tuple, list)) else [value, value]
 
 
-def export_decoder(decoder: nn.Module) -> list[dict]:
-    """The decoder's nn.Sequential as a list of JSON layers explorer.js evaluates; the logits come out last.
+def _weights(module: nn.Module, name: str) -> dict:
+    """A layer's weight, in its PyTorch layout, and its bias (zeros where it has none) as float16 base64."""
+    bias = module.bias if module.bias is not None else torch.zeros(module.weight.shape[_OUT_AXIS[type(module)]])
+    return {
+        "weight": _halves_b64(module.weight, f"layer {name}'s weight"),
+        "bias": _halves_b64(bias, f"layer {name}'s bias"),
+    }
 
-    Linear and ConvTranspose2d carry their weights (PyTorch layouts: Linear (out, in), ConvTranspose2d
-    (C_in, C_out, kH, kW)); anything else vaelab's nets do not build is refused rather than guessed.
-    """
-    if not isinstance(decoder, nn.Sequential):
-        raise VaelabError(f"the explorer needs an nn.Sequential decoder, got {type(decoder).__name__}")
+
+# The axis of the weight that counts output channels: Linear (out, in), Conv2d (C_out, C_in, kH, kW),
+# ConvTranspose2d (C_in, C_out, kH, kW).
+_OUT_AXIS = {nn.Linear: 0, nn.Conv2d: 0, nn.ConvTranspose2d: 1}
+
+
+def _export_conv(module: nn.Conv2d | nn.ConvTranspose2d, name: str) -> dict:
+    kind = "conv_transpose2d" if isinstance(module, nn.ConvTranspose2d) else "conv2d"
+    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        raise DecoderNotShowable(
+            f"the explorer evaluates {type(module).__name__} with groups=1 and numeric zero padding only"
+        )
+    layer = {
+        "type": kind,
+        "in": module.in_channels,
+        "out": module.out_channels,
+        "kernel": _pair(module.kernel_size),
+        "stride": _pair(module.stride),
+        "padding": _pair(module.padding),
+        "dilation": _pair(module.dilation),
+        **_weights(module, name),
+    }
+    if kind == "conv_transpose2d":
+        layer["output_padding"] = _pair(module.output_padding)
+    return layer
+
+
+_EXPORTERS = {
+    nn.Linear: lambda m, name: {"type": "linear", "in": m.in_features, "out": m.out_features, **_weights(m, name)},
+    nn.Conv2d: _export_conv,
+    nn.ConvTranspose2d: _export_conv,
+    nn.ReLU: lambda m, name: {"type": "relu"},
+    nn.LeakyReLU: lambda m, name: {"type": "leaky_relu", "slope": m.negative_slope},
+    nn.Tanh: lambda m, name: {"type": "tanh"},
+    nn.ELU: lambda m, name: {"type": "elu", "alpha": m.alpha},
+    nn.Unflatten: lambda m, name: {"type": "unflatten", "shape": list(m.unflattened_size)},
+    # x + body(x), body evaluated like a decoder of its own
+    ResBlock: lambda m, name: {"type": "residual", "layers": _export_layers(m.body, f"{name}.body.")},
+}
+
+
+def _export_layers(sequence: nn.Sequential, prefix: str = "") -> list[dict]:
     layers = []
-    for index, module in enumerate(decoder):
-        if isinstance(module, nn.Linear):
-            layers.append(
-                {
-                    "type": "linear",
-                    "in": module.in_features,
-                    "out": module.out_features,
-                    "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
-                    "bias": _bias(module.bias, module.out_features, index),
-                }
+    for index, module in enumerate(sequence):
+        exporter = _EXPORTERS.get(type(module))
+        if exporter is None:
+            known = ", ".join(t.__name__ for t in _EXPORTERS)
+            raise DecoderNotShowable(
+                f"the explorer cannot evaluate decoder layer {type(module).__name__} in the browser (it knows {known})"
             )
-        elif isinstance(module, nn.ConvTranspose2d):
-            if module.groups != 1 or module.padding_mode != "zeros":
-                raise VaelabError("the explorer evaluates ConvTranspose2d with groups=1 and zero padding only")
-            layers.append(
-                {
-                    "type": "conv_transpose2d",
-                    "in": module.in_channels,
-                    "out": module.out_channels,
-                    "kernel": _pair(module.kernel_size),
-                    "stride": _pair(module.stride),
-                    "padding": _pair(module.padding),
-                    "output_padding": _pair(module.output_padding),
-                    "dilation": _pair(module.dilation),
-                    "weight": _halves_b64(module.weight, f"layer {index}'s weight"),
-                    "bias": _bias(module.bias, module.out_channels, index),
-                }
-            )
-        elif isinstance(module, nn.ReLU):
-            layers.append({"type": "relu"})
-        elif isinstance(module, nn.LeakyReLU):
-            layers.append({"type": "leaky_relu", "slope": module.negative_slope})
-        elif isinstance(module, nn.Tanh):
-            layers.append({"type": "tanh"})
-        elif isinstance(module, nn.ELU):
-            layers.append({"type": "elu", "alpha": module.alpha})
-        elif isinstance(module, nn.Unflatten):
-            layers.append({"type": "unflatten", "shape": list(module.unflattened_size)})
-        else:
-            raise VaelabError(
-                f"the explorer cannot evaluate decoder layer {type(module).__name__} in the browser "
-                "(it knows Linear, ConvTranspose2d, ReLU, LeakyReLU, Tanh, ELU and Unflatten)"
-            )
+        layers.append(exporter(module, f"{prefix}{index}"))
     return layers
 
 
-def _bias(bias: torch.Tensor | None, n: int, index: int) -> str:
-    return _halves_b64(bias if bias is not None else torch.zeros(n), f"layer {index}'s bias")
+def export_decoder(decoder: nn.Module) -> list[dict]:
+    """The decoder's nn.Sequential as a list of JSON layers explorer.js evaluates; the logits come out last.
+
+    Linear, Conv2d and ConvTranspose2d carry their weights in PyTorch's layouts (see _OUT_AXIS), a ResBlock its
+    body as a nested list; anything else vaelab's nets do not build is refused rather than guessed.
+    """
+    if not isinstance(decoder, nn.Sequential):
+        raise DecoderNotShowable(f"the explorer needs an nn.Sequential decoder, got {type(decoder).__name__}")
+    size = decoder_bytes(decoder)
+    if size > MAX_DECODER_BYTES:
+        raise DecoderNotShowable(
+            f"the decoder holds {size / 2**20:.1f} MiB of float16 weights, more than the explorer's limit of "
+            f"{MAX_DECODER_BYTES / 2**20:.0f} MiB a page (the page carries every weight and evaluates it on each "
+            "pointer move): train a smaller decoder (--hidden, --conv-channels) to explore it"
+        )
+    return _export_layers(decoder)
+
+
+def decoder_bytes(decoder: nn.Module) -> int:
+    """Bytes of the decoder's weights and biases as float16 (before base64, which adds a third)."""
+    return 2 * sum(p.numel() for p in decoder.parameters())
+
+
+@torch.no_grad()
+def _check_decodes_images(model: nn.Module) -> None:
+    """The page shows sigmoid(decoder(z)) as the image: refuse a decoder whose output is not one value a pixel."""
+    out_shape = tuple(model.decoder(torch.zeros(1, model.z_dim)).shape[1:])
+    if out_shape != tuple(model.image_shape):
+        raise DecoderNotShowable(
+            f"the explorer draws sigmoid(decoder(z)) as the image, one logit a pixel, but this decoder gives "
+            f"{out_shape} for images {tuple(model.image_shape)} (its likelihood has several parameters a pixel)"
+        )
 
 
 @torch.no_grad()
@@ -165,7 +213,11 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         raise VaelabError(f"max_points must be a positive integer, got {max_points}")
     channels = model.image_shape[0]
     if channels not in (1, 3):
-        raise VaelabError(f"the explorer draws grey (1-channel) or RGB (3-channel) images, not {channels} channels")
+        raise DecoderNotShowable(
+            f"the explorer draws grey (1-channel) or RGB (3-channel) images, not {channels} channels"
+        )
+    decoder = export_decoder(model.decoder)  # first: a decoder the page cannot hold fails before any encoding
+    _check_decodes_images(model)
     _, x_test = training_targets(run.config, data)  # what the encoder was trained to take
     codes = latent_codes(model, x_test).to(torch.float64)  # (N, Z)
     mean, basis, explained = latent_plane(codes)
@@ -190,7 +242,7 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         "kind": model.kind,
         "z_dim": z_dim,
         "image_shape": list(model.image_shape),
-        "decoder": export_decoder(model.decoder),
+        "decoder": decoder,
         "plane": {"mean": mean.tolist(), "basis": basis.tolist(), "axes": axes, "is_latent": z_dim == 2},
         "points": {"a": _rounded(points[:, 0]), "b": _rounded(points[:, 1]), "label": labels},
         "palette": list(CLASS_COLOURS),  # the static figures' colour-blind-safe colours, so the two agree

@@ -36,8 +36,11 @@ class AutoEncoder(nn.Module):
         self.image_shape = tuple(image_shape)
         self.z_dim = config.z_dim
         out_dim = self.encoder_outputs_per_dim * config.z_dim
-        self.encoder = ENCODERS[config.arch](self.image_shape, config.hidden, out_dim, config.enc_activation)
-        self.decoder = DECODERS[config.arch](self.image_shape, config.hidden, config.z_dim, config.dec_activation)
+        widths = dict(channels=config.conv_channels)
+        self.encoder = ENCODERS[config.arch](self.image_shape, config.hidden, out_dim, config.enc_activation, **widths)
+        self.decoder = DECODERS[config.arch](
+            self.image_shape, config.hidden, config.z_dim, config.dec_activation, **widths
+        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.encoder(x), None  # (B, Z), no variance

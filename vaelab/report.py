@@ -18,7 +18,7 @@ from pathlib import Path
 from vaelab import plots
 from vaelab.atomic import atomic_write_bytes
 from vaelab.errors import VaelabError
-from vaelab.explorer import explorer_html
+from vaelab.explorer import DecoderNotShowable, explorer_html
 from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
 from vaelab.report_data import (
     CLAIMS,
@@ -489,5 +489,9 @@ def _explorer_section(views: list[RunView], total: int) -> str:
             "<code>vaelab explore RUN</code> one page per run.</p>"
         )
     for view in views:
-        parts.append(f"<h3>{html.escape(view.title)}</h3>{explorer_html(view.run, view.data)}")
+        try:
+            explorer = explorer_html(view.run, view.data)
+        except DecoderNotShowable as err:  # this run's explorer is left out, with the reason
+            explorer = f'<p class="note">No live explorer for this run: {html.escape(str(err))}.</p>'
+        parts.append(f"<h3>{html.escape(view.title)}</h3>{explorer}")
     return "".join(parts) + "</section>"
