@@ -37,13 +37,17 @@ def mlp_encoder(image_shape: tuple[int, int, int], hidden: list[int], out_dim: i
     return nn.Sequential(nn.Flatten(), *_dense([c * h * w, *hidden], act), nn.Linear(hidden[-1], out_dim))
 
 
-def mlp_decoder(image_shape: tuple[int, int, int], hidden: list[int], z_dim: int, act: str) -> nn.Sequential:
+def mlp_decoder(
+    image_shape: tuple[int, int, int], hidden: list[int], z_dim: int, act: str, out_channels: int | None = None
+) -> nn.Sequential:
     """(B, Z) -> (B, C, H, W) logits: the lecture's Linear(z_dim,400) -> ReLU -> Linear(400,784), no sigmoid.
 
     `hidden` is in encoder order and is mirrored here. The lecture's final Sigmoid is left to the likelihood,
-    which works on logits (binary_cross_entropy_with_logits) for exactness.
+    which works on logits (binary_cross_entropy_with_logits) for exactness. `out_channels` (default C) is the
+    number of outputs per pixel, for likelihoods with several parameters per pixel.
     """
-    c, h, w = image_shape
+    _, h, w = image_shape
+    c = out_channels or image_shape[0]
     widths = [z_dim, *reversed(hidden)]
     return nn.Sequential(*_dense(widths, act), nn.Linear(widths[-1], c * h * w), nn.Unflatten(1, (c, h, w)))
 
@@ -70,8 +74,11 @@ def conv_encoder(image_shape: tuple[int, int, int], hidden: list[int], out_dim: 
     )
 
 
-def conv_decoder(image_shape: tuple[int, int, int], hidden: list[int], z_dim: int, act: str) -> nn.Sequential:
-    """(B, Z) -> dense -> (B, 64, H/4, W/4) -> two stride-2 transposed convolutions -> (B, C, H, W) logits."""
+def conv_decoder(
+    image_shape: tuple[int, int, int], hidden: list[int], z_dim: int, act: str, out_channels: int | None = None
+) -> nn.Sequential:
+    """(B, Z) -> dense -> (B, 64, H/4, W/4) -> two stride-2 transposed convolutions -> (B, out_channels or C, H, W)
+    logits."""
     c_feat, h4, w4 = _check_conv_shape(image_shape)
     c1, c2 = CONV_CHANNELS
     return nn.Sequential(
@@ -79,7 +86,7 @@ def conv_decoder(image_shape: tuple[int, int, int], hidden: list[int], z_dim: in
         nn.Unflatten(1, (c_feat, h4, w4)),
         nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),
         activation(act),
-        nn.ConvTranspose2d(c1, image_shape[0], 4, stride=2, padding=1),
+        nn.ConvTranspose2d(c1, out_channels or image_shape[0], 4, stride=2, padding=1),
     )
 
 
