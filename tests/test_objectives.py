@@ -199,6 +199,16 @@ def test_discretised_logistic_stays_exact_where_cdf_differences_underflow(level,
         assert ours.item() == pytest.approx(expected, rel=1e-5 if dtype == torch.float32 else 1e-10, abs=1e-6)
 
 
+def test_discretised_logistic_has_finite_gradients_for_any_scale_in_float32():
+    # Scales from 1e-9 to 7e10 (log scale -20..25): torch.where's unused branch must not leak 0 * inf = NaN.
+    x = LEVELS.float().repeat(10)
+    log_scale = torch.linspace(-20, 25, 10).repeat_interleave(256).requires_grad_()
+    mean = torch.full_like(x, 0.4, requires_grad=True)
+    log_p = objectives.discretized_logistic_log_prob(x, mean, log_scale)
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all() and torch.isfinite(log_scale.grad).all() and torch.isfinite(mean.grad).all()
+
+
 def test_logistic_mixture_sums_to_one_over_every_colour_of_a_pixel():
     # Two channels: all 256 x 256 colours of each of 3 pixels, K = 4 components with shared weights.
     g = torch.Generator().manual_seed(2)

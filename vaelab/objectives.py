@@ -91,7 +91,12 @@ def gaussian_log_likelihood(mean: torch.Tensor, logvar: torch.Tensor, target: to
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(-d)) for d > 0, accurate at both ends (Maechler 2012: log1p(-exp(-d)) above log 2, else
     log(-expm1(-d)))."""
-    return torch.where(d > math.log(2), torch.log1p(-torch.exp(-d)), torch.log(-torch.expm1(-d)))
+    # Each branch sees only its own range: torch.where differentiates both, and log1p(-exp(-d)) at a d that
+    # rounds exp(-d) to 1 would turn the unused branch's zero gradient into 0 * inf = NaN.
+    cut = math.log(2)
+    large = torch.log1p(-torch.exp(-d.clamp(min=cut)))
+    small = torch.log(-torch.expm1(-d.clamp(max=cut)))
+    return torch.where(d > cut, large, small)
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -182,8 +187,8 @@ def dequantised_bits_per_dim(nll_density_nats: torch.Tensor | float, dims: int) 
 def uniform_dequantise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """x + u, u ~ U(-1/512, 1/512) per pixel: each 8-bit level k/255 spread over a cell of side 1/256 centred on
     it (the cells do not overlap). See dequantised_bits_per_dim."""
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5
-    return x + u / PIXEL_LEVELS
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5  # drawn on the CPU: the same on any device
+    return x + u.to(x.device) / PIXEL_LEVELS
 
 
 def squared_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
