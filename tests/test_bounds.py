@@ -88,13 +88,13 @@ def test_shared_target_bernoulli_likelihood_matches_the_expanded_one():
     torch.testing.assert_close(bernoulli_log_likelihood(logits, target), expected.view(7, 3))
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned", "logistic-mixture"])
 def test_iwae_bound_equals_a_per_image_computation_with_the_same_noise(likelihood):
     from vaelab import RunConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(RunConfig(likelihood=likelihood, z_dim=3, hidden=[16]), (1, 4, 4)).eval()
-    x, k = torch.rand(5, 1, 4, 4).round(), 20
+    x, k = torch.randint(0, 256, (5, 1, 4, 4)) / 255, 20  # 8-bit levels: a target every likelihood scores
     # chunk_rows = 100: all 5 images and their 20 samples in one chunk, eps drawn as one (K, B, Z) block.
     ours = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(4), chunk_rows=100)
     with torch.no_grad():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 from vaelab.compare import compare, comparison_rows, parse_spec
@@ -123,6 +125,7 @@ def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
     markdown = (out / "comparison.md").read_text()
     assert "| metric | better | ae | vae | beta-vae-4 |" in markdown and "lower is better" in markdown
     assert "| NLL bound (IWAE), nats | lower | n/a |" in markdown  # readable names; the AE has no bound
+    assert "bits/dim: not reported for grey-level Bernoulli targets" in markdown  # and why there are no bits/dim
 
     # Existing run folders are taken as they are; a folder holding another configuration is refused.
     again = cli(
@@ -141,3 +144,24 @@ def test_compare_end_to_end_on_digits(cli, tmp_path, tmp_path_factory):
     assert json.loads((tmp_path / "again" / "comparison.json").read_text())["models"]["vae"] == str(out / "vae")
     clash = cli("compare", "--data", "digits", "--models", "vae", "--epochs", "1", "--seed", "5", "--out", str(out))
     assert clash.returncode == 2 and "another configuration" in clash.stderr
+
+
+def test_compare_shows_bits_per_dim_of_8bit_colour_images_beside_the_nats(tmp_path):
+    rng = np.random.default_rng(0)
+    images = np.clip(rng.uniform(0, 255, (300, 3, 1, 1)) + rng.normal(0, 10, (300, 3, 4, 4)), 0, 255)
+    np.savez(tmp_path / "colour.npz", x=images.round().astype(np.uint8), y=np.arange(300) % 3)
+    base = {"likelihood": "logistic-mixture", "mixture_components": 2, "hidden": [16], "z_dim": 2}
+    out = tmp_path / "cmp"
+    result = compare(["ae", "vae"], out, data=str(tmp_path / "colour.npz"), epochs=1, base=base, k=5, skip_samples=True)
+    bits, nats = _row(result["rows"], "bits_per_dim_iwae"), _row(result["rows"], "nll_iwae_nats")
+    assert bits["values"]["ae"] is None and bits["label"] == "bits/dim bound (IWAE)" and bits["better"] == "lower"
+    assert bits["values"]["vae"] == pytest.approx(nats["values"]["vae"] / (48 * math.log(2)))
+    markdown = (out / "comparison.md").read_text()
+    assert "| bits/dim bound (IWAE) | lower | n/a |" in markdown
+    assert "bits/dim: -ELBO / (D ln 2) and -L_K / (D ln 2)" in markdown and "a true likelihood bound" in markdown
+
+
+def test_compare_refuses_a_discretised_likelihood_on_data_that_is_not_8bit_before_writing(tmp_path):
+    with pytest.raises(VaelabError, match="--likelihood logistic is a probability of 8-bit pixel values"):
+        compare(["vae"], tmp_path / "cmp", data="digits", epochs=1, base={"likelihood": "logistic"})
+    assert not (tmp_path / "cmp").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import numpy as np
@@ -103,6 +104,10 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
         "kl_nats",
         "nll_iwae_nats",
         "nll_iwae_nats_se",
+        "bits_per_dim_iwae",
+        "bits_per_dim_iwae_se",
+        "bits_per_dim_elbo",
+        "bits_per_dim_elbo_se",
         "classifier_test_accuracy",
         *(
             f"{m}_{s}"
@@ -129,6 +134,7 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
         "neg_elbo_nats",
         "nll_iwae_nats",
         "iwae_k",
+        "bits_per_dim",
         "recon_sq_error",
         "samples",
         "precision_recall_k",
@@ -234,3 +240,106 @@ def test_binarised_run_is_evaluated_on_the_inputs_it_was_trained_on(tmp_path, di
     result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
     # The same binarised test images, encoded and scored as the training loop's test evaluation does.
     assert result["generation"]["neg_elbo_nats"] == pytest.approx(run.history[-1]["test_loss"], rel=1e-9)
+
+
+# ----- bits per dimension: which number is a likelihood bound, and of what -----
+
+
+@pytest.fixture(scope="module")
+def eight_bit(tmp_path_factory):
+    """Smooth random 3x4x4 colour images as uint8 in an npz, loaded the way users' 8-bit data is."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 255, (400, 3, 1, 1)) + rng.normal(0, 12, (400, 3, 4, 4))
+    path = tmp_path_factory.mktemp("eight_bit") / "colour.npz"
+    np.savez(path, x=np.clip(base, 0, 255).round().astype(np.uint8), y=np.arange(400) % 4)
+    from vaelab import load_data
+
+    return load_data(str(path))
+
+
+def _train_on(data, tmp_path, **fields):
+    from vaelab import RunConfig, train
+
+    config = RunConfig(data="colour.npz", epochs=3, hidden=[32], z_dim=4, batch_size=64, **fields)
+    return train(config, tmp_path, data=data, progress=False)
+
+
+def test_discretised_likelihood_reports_its_bounds_in_bits_per_dim(tmp_path, eight_bit):
+    run = _train_on(eight_bit, tmp_path, likelihood="logistic-mixture", mixture_components=3)
+    result = evaluate_run(run, eight_bit, k=10, skip_samples=True, skip_latent=True)
+    gen, d_ln2 = result["generation"], 48 * math.log(2)  # D = 3*4*4
+    for bits, nats in (("bits_per_dim_iwae", "nll_iwae_nats"), ("bits_per_dim_elbo", "neg_elbo_nats")):
+        assert gen[bits] == pytest.approx(gen[nats] / d_ln2, rel=1e-12)
+        assert gen[f"{bits}_se"] == pytest.approx(gen[f"{nats}_se"] / d_ln2, rel=1e-12)
+    assert gen["bits_per_dim_iwae"] > 0  # -log2 of a probability: never negative, unlike a density's
+    assert "true likelihood bound" in result["notes"]["bits_per_dim"]
+    assert "probability of the 8-bit image" in result["notes"]["likelihood"]
+
+
+def test_gaussian_bits_per_dim_bound_the_exact_discrete_probability_of_a_one_pixel_model(tmp_path):
+    # One 8-bit pixel and a 1-D latent, so the model's discrete probability of each level, P(k) = the mass of
+    # p(y) = int N(z; 0, 1) N(y; m(z), sigma²) dz on the cell of side 1/256 around k/255, is a 1-D integral.
+    from vaelab import RunConfig, build_model, load_data
+    from vaelab.evaluate import bits_per_dim_measures
+
+    rng = np.random.default_rng(1)
+    levels = np.clip(rng.normal(120, 40, 3000), 0, 255).round().astype(np.uint8).reshape(-1, 1, 1, 1)
+    np.savez(tmp_path / "pixel.npz", x=levels[:1000], x_test=levels[1000:])
+    data = load_data(str(tmp_path / "pixel.npz"))
+    config = RunConfig(data="pixel.npz", likelihood="gaussian", gaussian_std=0.1, z_dim=1, hidden=[8])
+    torch.manual_seed(0)
+    model = build_model(config, (1, 1, 1)).eval()
+    values, missing = bits_per_dim_measures(model, config, 255, data.x_test, {}, 1000, seed=0)
+    assert not missing
+    z = torch.linspace(-8, 8, 8001)
+    with torch.no_grad():
+        weights = (torch.distributions.Normal(0.0, 1.0).log_prob(z).exp() * (z[1] - z[0])).double()  # (Nz,)
+        pixel = torch.distributions.Normal(model.decode_mean(z[:, None]).flatten().double(), 0.1)
+    x = data.x_test.flatten().double()[:, None]  # (N, 1)
+    cell = pixel.cdf(x + 0.5 / 256) - pixel.cdf(x - 0.5 / 256)  # (N, Nz)
+    exact_bits = -torch.log((cell * weights).sum(1)) / math.log(2)  # -log2 P(k) per test pixel
+    # An upper bound in expectation (over the noise u and the K samples), and a tight one for this model.
+    gap = values["bits_per_dim_iwae"] - exact_bits.mean().item()
+    assert -0.002 < gap < 0.02
+    assert values["bits_per_dim_elbo"] > values["bits_per_dim_iwae"]
+
+
+def test_gaussian_on_8bit_data_reports_a_dequantised_bound_and_says_so(tmp_path, eight_bit):
+    run = _train_on(eight_bit, tmp_path, likelihood="gaussian-learned")
+    result = evaluate_run(run, eight_bit, k=10, skip_samples=True, skip_latent=True)
+    gen, note = result["generation"], result["notes"]["bits_per_dim"]
+    assert gen["bits_per_dim_elbo"] > gen["bits_per_dim_iwae"] > 0
+    # Not a rescaling of the nats: those are of the density at the grey levels themselves.
+    assert gen["bits_per_dim_iwae"] != pytest.approx(gen["nll_iwae_nats"] / (48 * math.log(2)), rel=1e-3)
+    assert "U(-1/512, 1/512)" in note and "D ln 256" in note and "bound nothing discrete" in note
+    assert "NOT a probability" in result["notes"]["likelihood"]
+
+
+def test_bits_per_dim_are_absent_with_the_reason_for_grey_bernoulli_targets_and_the_ae(vae_run, ae_run, digits):
+    for run, reason in ((vae_run, "cross-entropy, not a log-probability"), (ae_run, "the AE has no likelihood")):
+        result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
+        assert result["generation"]["bits_per_dim_iwae"] is None and result["generation"]["bits_per_dim_elbo"] is None
+        assert reason in result["notes"]["not_measured"]["bits_per_dim_iwae"]
+        assert reason in result["notes"]["bits_per_dim"]
+
+
+def test_binarised_data_reports_bits_per_binary_pixel(tmp_path, digits):
+    from vaelab import RunConfig, train
+
+    run = train(
+        RunConfig(data="digits", epochs=1, hidden=[32], z_dim=4, binarize="static"),
+        tmp_path,
+        data=digits,
+        progress=False,
+    )
+    result = evaluate_run(run, digits, k=5, skip_samples=True, skip_latent=True)
+    gen = result["generation"]
+    assert gen["bits_per_dim_iwae"] == pytest.approx(gen["nll_iwae_nats"] / (64 * math.log(2)), rel=1e-12)
+    assert result["notes"]["bits_per_dim"].startswith("bits per binary pixel")
+
+
+def test_gaussian_bits_per_dim_are_not_reported_for_data_that_is_not_8bit(tmp_path, digits):
+    run = _train_on(digits, tmp_path, likelihood="gaussian")
+    result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
+    assert result["generation"]["bits_per_dim_iwae"] is None
+    assert "dequantised bound is for 8-bit data" in result["notes"]["not_measured"]["bits_per_dim_iwae"]

@@ -84,3 +84,14 @@ def test_summary_table_names_a_whole_skipped_part_once():
     skipped["fd_prior"] = "skipped with --skip-samples"
     table = summary_table({"generation": {}, "latent": {}, "notes": {"not_measured": skipped}})
     assert "not measured (skipped with --skip-samples): the sample-quality measures" in table
+
+
+def test_bits_per_dim_follow_the_nats_they_rescale_and_say_what_they_bound():
+    keys = list(MEASURES)
+    assert keys.index("nll_iwae_nats") < keys.index("bits_per_dim_iwae") < keys.index("kl_nats")
+    for key in ("bits_per_dim_iwae", "bits_per_dim_elbo"):
+        m = MEASURES[key]
+        assert (m.part, m.better, m.has_se, m.section) == ("likelihood", "lower", True, "generation")
+    description = MEASURES["bits_per_dim_iwae"].description
+    assert "upper bound on -log2 P(x)" in description and "dequantised" in description
+    assert "bits per binary pixel" in description and "none for grey-level Bernoulli" in description

@@ -1,13 +1,15 @@
 """The models' shapes, the lecture's architecture, and the reparameterisation."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 from torch.distributions import Normal
 
-from vaelab import RunConfig, build_model
+from vaelab import RunConfig, build_model, objectives
 from vaelab.errors import VaelabError
-from vaelab.models import LOGVAR_BOUND
+from vaelab.models import LOG_SCALE_BOUND, LOGVAR_BOUND, check_likelihood_data
 
 
 def test_default_vae_is_the_lecture_network():
@@ -149,3 +151,99 @@ def test_loss_parts_score_the_images_themselves():
     torch.testing.assert_close(recon, expected)
     with pytest.raises(TypeError):
         model.loss_parts(x, x)  # no second argument: the target is always x
+
+
+# ----- the discretised logistic likelihoods of 8-bit images -----
+
+
+def _levels(*shape, seed=0):
+    """Random 8-bit images as the data holds them: k/255, k in 0..255."""
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed)).float() / 255
+
+
+@pytest.mark.parametrize("likelihood,outputs", [("logistic", 6), ("logistic-mixture", 4 * 7)])
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_logistic_decoders_output_every_parameter_and_decode_an_image_in_the_unit_range(likelihood, outputs, arch):
+    config = RunConfig(likelihood=likelihood, mixture_components=4 if "mixture" in likelihood else 5, arch=arch)
+    model = build_model(dataclasses.replace(config, z_dim=3, hidden=[16]), (3, 8, 8))
+    z = torch.randn(5, 3) * 3
+    assert model.decode(z).shape == (5, outputs, 8, 8)  # 2C, or K(1 + 2C) with K = 4
+    image = model.decode_mean(z)
+    assert image.shape == (5, 3, 8, 8) and image.min() >= 0 and image.max() <= 1
+    recon, kl = model.loss_parts(_levels(5, 3, 8, 8))
+    assert recon.shape == (5,) and kl.shape == (5, 3) and torch.isfinite(recon).all()
+
+
+def test_logistic_likelihood_reads_the_documented_layout_of_the_decoder_outputs():
+    model = build_model(RunConfig(likelihood="logistic-mixture", mixture_components=2, z_dim=2, hidden=[8]), (3, 2, 2))
+    g = torch.Generator().manual_seed(1)
+    weights, means, log_scales = (
+        torch.randn(2, 2, 2, generator=g),
+        torch.rand(2, 3, 2, 2, generator=g),
+        -torch.rand(2, 3, 2, 2, generator=g) * 4,
+    )
+    # K mixture logits, then K*C means (component-major, stored as mean - 0.5), then K*C log scales.
+    outputs = torch.cat([weights, (means - 0.5).flatten(0, 1), log_scales.flatten(0, 1)])[None]  # (1, 14, 2, 2)
+    x = _levels(1, 3, 2, 2, seed=2)
+    expected = objectives.discretized_logistic_mixture_log_prob(
+        x, weights, means, objectives.soft_clamp(log_scales, LOG_SCALE_BOUND)
+    ).sum()
+    torch.testing.assert_close(model.log_likelihood(outputs, x), expected[None])
+    single = build_model(RunConfig(likelihood="logistic", z_dim=2, hidden=[8]), (3, 2, 2))
+    outputs = torch.cat([means[0] - 0.5, log_scales[0]])[None]  # (1, 2C, 2, 2): C means, then C log scales
+    expected = objectives.discretized_logistic_log_prob(
+        x, means[0], objectives.soft_clamp(log_scales[0], LOG_SCALE_BOUND)
+    )
+    torch.testing.assert_close(single.log_likelihood(outputs, x), expected.sum()[None])
+
+
+@pytest.mark.parametrize("likelihood", ["logistic", "logistic-mixture"])
+def test_logistic_vae_scores_k_decoder_outputs_per_image_like_k_separate_calls(likelihood):
+    model = build_model(RunConfig(likelihood=likelihood, z_dim=2, hidden=[8]), (3, 4, 4))
+    x = _levels(3, 3, 4, 4)
+    with torch.no_grad():
+        outputs = model.decode(torch.randn(5 * 3, 2)).unflatten(0, (5, 3))  # (K, B, P, H, W)
+        together = model.log_likelihood(outputs, x)  # (K, B)
+        separately = torch.stack([model.log_likelihood(outputs[i], x) for i in range(5)])
+    assert together.shape == (5, 3)
+    torch.testing.assert_close(together, separately)
+
+
+def test_logistic_decode_mean_is_the_mixture_of_the_components_means():
+    model = build_model(RunConfig(likelihood="logistic-mixture", mixture_components=3, z_dim=2, hidden=[8]), (3, 2, 2))
+    z = torch.randn(4, 2)
+    with torch.no_grad():
+        weights, means, log_scales = model.logistic_parameters(model.decode(z))
+        # The exact mean of the discretised mixture, by summing over the 256 levels of every channel.
+        levels = torch.arange(256.0) / 255
+        probs = objectives.discretized_logistic_log_prob(
+            levels, means[..., None], log_scales[..., None]
+        ).exp()  # (B, K, C, H, W, 256)
+        exact = (torch.softmax(weights, 1)[:, :, None] * (probs * levels).sum(-1)).sum(1)  # (B, C, H, W)
+        assert (model.decode_mean(z) - exact).abs().max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "max_value,images,message",
+    [
+        (16, None, "pixels run 0..16, not 0..255"),
+        (255, torch.full((2, 1, 4, 4), 0.3), "not multiples of 1/255"),
+    ],
+)
+def test_logistic_likelihood_refuses_data_that_is_not_8bit(max_value, images, message):
+    images = _levels(2, 1, 4, 4) if images is None else images
+    with pytest.raises(VaelabError, match=message):
+        check_likelihood_data(RunConfig(likelihood="logistic"), max_value, images)
+    check_likelihood_data(RunConfig(likelihood="gaussian"), max_value, images)  # a density takes any grey level
+    check_likelihood_data(RunConfig(likelihood="logistic"), 255, _levels(2, 1, 4, 4))
+
+
+def test_train_refuses_logistic_likelihoods_on_digits_and_with_binarize(cli, tmp_path):
+    done = cli("train", "--data", "digits", "--likelihood", "logistic-mixture", "--out", str(tmp_path / "r"))
+    assert done.returncode == 2 and done.stderr.startswith("vaelab: error: --likelihood logistic-mixture is a ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = cli(
+        "train", "--data", "digits", "--likelihood", "logistic", "--binarize", "dynamic", "--out", str(tmp_path / "s")
+    )
+    assert done.returncode == 2 and "binarize" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

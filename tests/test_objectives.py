@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -145,3 +146,143 @@ def test_likelihoods_score_k_outputs_per_image_against_the_image_by_broadcasting
             objectives.bernoulli_log_likelihood(logits, wrong)
         with pytest.raises(ValueError, match="do not end with the target's"):
             objectives.gaussian_log_likelihood(mean, 0.0, wrong)
+
+
+# ----- the discretised logistic likelihood of 8-bit pixels (Salimans et al. 2017) and bits per dimension -----
+
+LEVELS = torch.arange(256, dtype=torch.float64) / 255  # every 8-bit value, as the data holds it
+
+
+def _logistic_parameters(seed, n=40):
+    """Means around [0, 1] and log scales from far below a bin (1/255) to far above the whole range."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.rand(n, 1, generator=g, dtype=torch.float64) * 1.6 - 0.3
+    log_scale = torch.rand(n, 1, generator=g, dtype=torch.float64) * 16 - 10
+    return mean, log_scale
+
+
+def test_discretised_logistic_sums_to_one_over_the_256_levels():
+    mean, log_scale = _logistic_parameters(0)
+    probs = objectives.discretized_logistic_log_prob(LEVELS, mean, log_scale).exp()  # (n, 256)
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(mean), dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_discretised_logistic_matches_differences_of_the_logistic_cdf():
+    from scipy.stats import logistic
+
+    mean, log_scale = _logistic_parameters(1)
+    x, m, s = LEVELS.numpy(), mean.numpy(), np.exp(log_scale.numpy())
+    # P(k) = F(x + 1/510) - F(x - 1/510), with F(-inf) = 0 below level 0 and F(+inf) = 1 above level 255.
+    top = np.where(x < 1, logistic.cdf(x + 0.5 / 255, m, s), 1.0)
+    bottom = np.where(x > 0, logistic.cdf(x - 0.5 / 255, m, s), 0.0)
+    ours = objectives.discretized_logistic_log_prob(LEVELS, mean, log_scale).exp().numpy()
+    np.testing.assert_allclose(ours, top - bottom, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("level,mean,log_scale", [(10, 0.9, -7.0), (128, 0.5, 9.0), (0, 1.2, -9.0), (255, 0.0, -6.0)])
+def test_discretised_logistic_stays_exact_where_cdf_differences_underflow(level, mean, log_scale):
+    import mpmath
+
+    mpmath.mp.dps = 1000  # enough digits that 1 - F(t) keeps e^-400
+    x, s = mpmath.mpf(level) / 255, mpmath.exp(log_scale)
+    cdf = lambda t: 1 / (1 + mpmath.exp(-(t - mean) / s))  # noqa: E731
+    top = cdf(x + mpmath.mpf(1) / 510) if level < 255 else 1
+    bottom = cdf(x - mpmath.mpf(1) / 510) if level > 0 else 0
+    expected = float(mpmath.log(top - bottom))
+    for dtype in (torch.float64, torch.float32):
+        ours = objectives.discretized_logistic_log_prob(
+            torch.tensor(level / 255, dtype=dtype),
+            torch.tensor(mean, dtype=dtype),
+            torch.tensor(log_scale, dtype=dtype),
+        )
+        assert math.isfinite(ours.item())
+        assert ours.item() == pytest.approx(expected, rel=1e-5 if dtype == torch.float32 else 1e-10, abs=1e-6)
+
+
+def test_discretised_logistic_has_finite_gradients_for_any_scale_in_float32():
+    # Scales from 1e-9 to 7e10 (log scale -20..25): torch.where's unused branch must not leak 0 * inf = NaN.
+    x = LEVELS.float().repeat(10)
+    log_scale = torch.linspace(-20, 25, 10).repeat_interleave(256).requires_grad_()
+    mean = torch.full_like(x, 0.4, requires_grad=True)
+    log_p = objectives.discretized_logistic_log_prob(x, mean, log_scale)
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all() and torch.isfinite(log_scale.grad).all() and torch.isfinite(mean.grad).all()
+
+
+def test_logistic_mixture_sums_to_one_over_every_colour_of_a_pixel():
+    # Two channels: all 256 x 256 colours of each of 3 pixels, K = 4 components with shared weights.
+    g = torch.Generator().manual_seed(2)
+    k, c = 4, 2
+    log_weights = torch.randn(3, k, 1, 1, generator=g, dtype=torch.float64) * 2  # (P, K, H, W)
+    means = torch.rand(3, k, c, 1, 1, generator=g, dtype=torch.float64)
+    log_scales = torch.rand(3, k, c, 1, 1, generator=g, dtype=torch.float64) * 6 - 7
+    red, green = torch.meshgrid(LEVELS, LEVELS, indexing="ij")
+    colours = torch.stack([red.flatten(), green.flatten()], 1)[:, None, :, None, None]  # (65536, 1, C, 1, 1)
+    log_p = objectives.discretized_logistic_mixture_log_prob(
+        colours, log_weights, means, log_scales
+    )  # (65536, P, 1, 1)
+    torch.testing.assert_close(log_p.exp().sum(0).flatten(), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_logistic_mixture_is_the_weighted_sum_of_products_of_channel_probabilities():
+    from scipy.stats import logistic
+
+    g = torch.Generator().manual_seed(3)
+    k, c, h, w = 3, 3, 2, 2
+    x = torch.randint(0, 256, (c, h, w), generator=g).double() / 255
+    log_weights = torch.randn(k, h, w, generator=g, dtype=torch.float64)
+    means = torch.rand(k, c, h, w, generator=g, dtype=torch.float64)
+    log_scales = torch.rand(k, c, h, w, generator=g, dtype=torch.float64) * 3 - 4
+    ours = objectives.discretized_logistic_mixture_log_prob(x, log_weights, means, log_scales).exp().numpy()
+    xs, m, s = x.numpy()[None], means.numpy(), np.exp(log_scales.numpy())
+    top = np.where(xs < 1, logistic.cdf(xs + 0.5 / 255, m, s), 1.0)
+    bottom = np.where(xs > 0, logistic.cdf(xs - 0.5 / 255, m, s), 0.0)
+    pi = torch.softmax(log_weights, 0).numpy()
+    np.testing.assert_allclose(ours, (pi * (top - bottom).prod(1)).sum(0), rtol=1e-10)
+
+
+def test_clipped_logistic_mean_is_within_half_a_level_of_the_discretised_mean():
+    mean, log_scale = _logistic_parameters(4, n=200)
+    exact = (objectives.discretized_logistic_log_prob(LEVELS, mean, log_scale).exp() * LEVELS).sum(1)  # (n,)
+    ours = objectives.clipped_logistic_mean(mean, log_scale).squeeze(1)
+    assert (ours - exact).abs().max() <= 0.5 / 255
+    assert ours.min() >= 0 and ours.max() <= 1
+
+
+def test_bits_per_dim_by_hand():
+    # 3x32x32 images at 3000 nats each: 3000 / (3072 ln 2) = 3000 / 2129.34814 bits per dimension.
+    assert objectives.bits_per_dim(3000.0, 3072) == pytest.approx(3000 / 2129.34814, rel=1e-8)
+    # A density of 1 on [0, 1] for one pixel: -log p = 0 nats, so exactly the 8 bits of a uniform byte.
+    assert objectives.dequantised_bits_per_dim(0.0, 1) == pytest.approx(8.0, rel=1e-12)
+    # Two pixels at -5 nats of density: (-5 + 2 ln 256) / (2 ln 2) = 8 - 5 / (2 ln 2).
+    assert objectives.dequantised_bits_per_dim(-5.0, 2) == pytest.approx(8 - 5 / (2 * math.log(2)), rel=1e-12)
+
+
+def test_uniform_dequantisation_spreads_each_level_over_its_own_cell_of_side_one_256th():
+    x = LEVELS.repeat(200)
+    y = objectives.uniform_dequantise(x, torch.Generator().manual_seed(0))
+    offset = (y - x) * 256
+    assert offset.min() >= -0.5 and offset.max() < 0.5 and abs(offset.mean().item()) < 0.02
+    # Each noisy value still rounds to its own level: the cells of neighbouring levels do not overlap.
+    torch.testing.assert_close(torch.round(y * 255), torch.round(x * 255))
+
+
+def test_gaussian_dequantised_bound_is_above_the_exact_discrete_probability_of_a_one_pixel_model():
+    # A one-pixel model with a discrete latent j: p(y) = sum_j pi_j N(y; m_j, sigma_j²), components from a tenth of
+    # a bin wide to far wider, so its density and the mass P(k) it puts on the cell of side 1/256 around each level
+    # (where uniform_dequantise spreads the level) are exact: P(k) = sum_j pi_j [Phi_j(x + 1/512) - Phi_j(x - 1/512)].
+    pi = torch.tensor([0.3, 0.2, 0.2, 0.2, 0.1], dtype=torch.float64)
+    component = Normal(
+        torch.tensor([0.0, 0.25, 0.5, 0.9, 1.0], dtype=torch.float64),
+        torch.tensor([0.0004, 0.003, 0.01, 0.05, 0.2], dtype=torch.float64),
+    )
+    x = LEVELS[:, None]  # (256, 1)
+    cell = component.cdf(x + 0.5 / 256) - component.cdf(x - 0.5 / 256)  # (256, J)
+    exact_bits = -torch.log((pi * cell).sum(1)) / math.log(2)  # -log2 P(k), D = 1
+    u = (torch.arange(20_000, dtype=torch.float64) + 0.5) / 20_000 - 0.5  # midpoints across the cell, in 1/256ths
+    y = x[:, :, None] + u[None, :, None] / 256  # (256, U, 1)
+    nll_density = -torch.logsumexp(torch.log(pi) + component.log_prob(y), -1).mean(1)  # E_u[-log p(x + u)], (256,)
+    bound = objectives.dequantised_bits_per_dim(nll_density, 1)
+    assert (bound >= exact_bits - 1e-9).all()
+    # Tight where the density is smooth across the cell, loose where a component is narrower than the cell.
+    assert (bound - exact_bits).min() < 1e-4 and (bound - exact_bits).max() > 0.1

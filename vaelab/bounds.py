@@ -70,7 +70,8 @@ def iwae_bound(
                 kc = min(samples_per_chunk, k - k_start)
                 eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype)  # (Kc, B, Z)
                 z = mu + std * eps  # (Kc, B, Z)
-                logits = model.decode(z.reshape(-1, model.z_dim)).view(kc, *xb.shape)  # (Kc, B, C, H, W)
+                # (Kc, B, P, H, W): P = C logits, or a discretised logistic's parameters per pixel
+                logits = model.decode(z.reshape(-1, model.z_dim)).unflatten(0, (kc, len(xb)))
                 log_w = log_importance_weights(model.log_likelihood(logits, xb), z, mu, logvar)  # (Kc, B)
                 running = torch.logaddexp(running, torch.logsumexp(log_w.double(), dim=0))
             out.append(running - math.log(k))

@@ -18,6 +18,7 @@ from vaelab.data import ImageData, check_matches, load_data
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate_run
 from vaelab.measures import MEASURES, format_value
+from vaelab.models import check_likelihood_data
 from vaelab.runs import Run, load_run, read_config
 from vaelab.train import train
 
@@ -125,6 +126,8 @@ def compare(
     out = Path(out)
     shared, planned = plan_models(specs, data, {**(base or {}), "epochs": epochs, "seed": seed})
     image_data = load_data(shared.data, shared.download, shared.data_cache)
+    for what in planned.values():
+        check_likelihood_data(what.config if isinstance(what, Run) else what, image_data.max_value, image_data.x_test)
     out.mkdir(parents=True, exist_ok=True)
 
     run_dirs, evals = {}, {}
@@ -204,6 +207,7 @@ def render_markdown(rows: list[dict], evals: dict[str, dict], settings: dict) ->
         notes = evals[name].get("notes", {})
         lines.append(
             f"- {name} ({evals[name].get('run')}): {notes.get('likelihood', '')}; "
-            f"IWAE: {notes.get('nll_iwae_nats', '')}; samples: {notes.get('samples', '')}."
+            f"IWAE: {notes.get('nll_iwae_nats', '')}; bits/dim: {notes.get('bits_per_dim', 'not computed')}; "
+            f"samples: {notes.get('samples', '')}."
         )
     return "\n".join(lines) + "\n"

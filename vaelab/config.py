@@ -17,7 +17,11 @@ from vaelab.errors import VaelabError
 
 MODELS = ("ae", "vae")
 ARCHS = ("mlp", "conv", "resnet")
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "logistic", "logistic-mixture")
+# Likelihoods that are probabilities of 8-bit pixel values (Salimans et al. 2017's discretised logistic).
+DISCRETISED_LIKELIHOODS = ("logistic", "logistic-mixture")
+DEFAULT_COMPONENTS = 5  # PixelCNN++ uses 10 per pixel with a far larger decoder; 5 suffice for a VAE's blur
+MAX_COMPONENTS = 256  # logistic mixture components: beyond any use, and each costs 1 + 2C decoder outputs a pixel
 BINARIZE = ("none", "dynamic", "static")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
 # The flag groups of `vaelab train --help`, in the order they are shown.
@@ -75,9 +79,13 @@ class RunConfig:
     beta: float = _setting(1.0, "weight of the KL term; beta > 1 is a beta-VAE", "objective")
     likelihood: str = _setting(
         "bernoulli",
-        "p(x|z): bernoulli (BCE, the lecture's), gaussian (fixed std) or gaussian-learned",
+        "p(x|z): bernoulli (BCE, the lecture's), gaussian (fixed std), gaussian-learned, or for 8-bit images "
+        "logistic or logistic-mixture (discretised, a probability of the 256 levels)",
         "objective",
         LIKELIHOODS,
+    )
+    mixture_components: int = _setting(
+        DEFAULT_COMPONENTS, "components K of the logistic-mixture likelihood", "objective", bounds=(1, MAX_COMPONENTS)
     )
     gaussian_std: float = _setting(0.1, "fixed pixel std of the gaussian likelihood", "objective")
     binarize: str = _setting(
@@ -118,8 +126,15 @@ class RunConfig:
                 raise VaelabError(f"{name} must be a finite number >= 0, got {value}")
         if self.lr == 0 or self.gaussian_std == 0:
             raise VaelabError("lr and gaussian_std must be > 0")
+        if self.binarize != "none" and self.likelihood in DISCRETISED_LIKELIHOODS:
+            raise VaelabError(
+                f"likelihood {self.likelihood} scores the 256 levels of 8-bit images, and binarize makes them "
+                "0 or 1: use --binarize none, or --likelihood bernoulli for binarised images"
+            )
         if self.binarize != "none" and self.likelihood != "bernoulli":
             raise VaelabError("binarize applies to the bernoulli likelihood only")
+        if self.mixture_components != DEFAULT_COMPONENTS and self.likelihood != "logistic-mixture":
+            raise VaelabError("mixture_components applies to the logistic-mixture likelihood only")
         return self
 
     def to_dict(self) -> dict:

@@ -58,6 +58,7 @@ class ImageData:
     y_train: torch.Tensor | None  # (N,) int64
     x_test: torch.Tensor
     y_test: torch.Tensor | None
+    max_value: int = 255  # the largest raw pixel value: 255 for 8-bit images (image = raw / max_value)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

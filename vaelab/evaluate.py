@@ -25,7 +25,7 @@ import torch
 from vaelab import latent, objectives, sample_quality
 from vaelab.bounds import iwae_bound
 from vaelab.classifier import Classifier, get_classifier
-from vaelab.config import RunConfig
+from vaelab.config import DISCRETISED_LIKELIHOODS, RunConfig
 from vaelab.data import TEST_SEED, ImageData, binarize, training_targets
 from vaelab.measures import (
     ACTIVE_UNIT_THRESHOLD,
@@ -40,7 +40,7 @@ from vaelab.measures import (
     SECTIONS,
     section_keys,
 )
-from vaelab.models import AutoEncoder
+from vaelab.models import AutoEncoder, check_likelihood_data, not_8bit_reason
 from vaelab.runs import Run
 
 Missing = dict[str, str]  # measure key -> why it is None
@@ -174,10 +174,17 @@ def sample_metrics(
 
 
 def _targets_note(config: RunConfig) -> str:
+    if config.likelihood in DISCRETISED_LIKELIHOODS:
+        components = f"a mixture of {config.mixture_components}; " if config.likelihood == "logistic-mixture" else ""
+        return (
+            f"discretised logistic likelihood ({components}Salimans et al. 2017) on the 8-bit levels k/255: "
+            "log P(x|z) is a probability of the 8-bit image, so the negative ELBO and -L_K are upper bounds on "
+            "-log P(x), in nats"
+        )
     if config.likelihood != "bernoulli":
         return (
-            f"{config.likelihood} likelihood on grey levels in [0, 1]: a density, in nats (not comparable with "
-            "Bernoulli figures)"
+            f"{config.likelihood} likelihood on grey levels in [0, 1]: a density, in nats, NOT a probability of "
+            "the pixel values (it can be negative; not comparable with Bernoulli figures); see bits_per_dim"
         )
     if config.binarize == "none":
         return (
@@ -227,6 +234,81 @@ def likelihood_measures(
         return values, {"nll_iwae_nats": "skipped with --skip-iwae"}
     bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(seed), progress=progress)
     return {**values, **_with_se("nll_iwae_nats", -bound)}, {}
+
+
+BITS_KEYS = ("bits_per_dim_elbo", "bits_per_dim_iwae")
+
+
+def bits_per_dim_method(
+    config: RunConfig, model: AutoEncoder, max_value: int, x: torch.Tensor
+) -> tuple[str | None, str]:
+    """(how bits per dimension are computed, the sentence saying exactly what they are): "direct" converts the
+    nats of a probability, "dequantised" bounds a density's discrete probability, None gives the reason."""
+    if not has_likelihood(model):
+        return None, "not applicable: the AE has no likelihood"
+    if config.likelihood in DISCRETISED_LIKELIHOODS:
+        return "direct", (
+            "-ELBO / (D ln 2) and -L_K / (D ln 2), D = C*H*W: upper bounds (in expectation over z) on -log2 P(x) / D "
+            "of the 8-bit test images, P the discretised logistic's probability: a true likelihood bound"
+        )
+    if config.likelihood == "bernoulli" and config.binarize == "none":
+        return None, (
+            "not reported for grey-level Bernoulli targets: their BCE is a cross-entropy, not a log-probability "
+            "of the images"
+        )
+    if config.likelihood == "bernoulli":
+        return "direct", (
+            "bits per binary pixel, -ELBO / (D ln 2) and -L_K / (D ln 2), D = C*H*W: upper bounds on -log2 p(x) / D "
+            "of the binarised test images (binarised once, seed 0), a true likelihood bound of binary data, not "
+            "of the grey-level images"
+        )
+    why = not_8bit_reason(max_value, x)
+    if why is not None:
+        return None, f"not reported: the Gaussian's dequantised bound is for 8-bit data, and {why}"
+    return "dequantised", (
+        "(-ELBO(x + u) + D ln 256) / (D ln 2) and (-L_K(x + u) + D ln 256) / (D ln 2), D = C*H*W, x = k/255 the "
+        "test image and u ~ U(-1/512, 1/512)^D drawn once per image (seed 0): -log P(k) <= E_u[-log p(x + u)] "
+        "+ D ln 256 with P(k) the Gaussian's mass on the cell of side 1/256 around x (Theis et al. 2016), so "
+        "these are upper bounds on the bits/dim of the 8-bit images; neg_elbo_nats and nll_iwae_nats are of the "
+        "density at x itself and bound nothing discrete"
+    )
+
+
+def bits_per_dim_measures(
+    model: AutoEncoder,
+    config: RunConfig,
+    max_value: int,
+    x: torch.Tensor,
+    nats: dict[str, float | None],
+    k: int | None,
+    seed: int,
+    progress: bool = False,
+) -> tuple[dict[str, float | None], Missing]:
+    """bits_per_dim_elbo and bits_per_dim_iwae of the test images x (see bits_per_dim_method), with standard errors.
+
+    "direct" rescales the likelihood measures in `nats`; "dequantised" evaluates the negative ELBO and (k given)
+    the IWAE bound again on x plus seeded uniform noise and adds D ln 256 (objectives.dequantised_bits_per_dim).
+    """
+    method, why = bits_per_dim_method(config, model, max_value, x)
+    if method is None:
+        return {}, dict.fromkeys(BITS_KEYS, why)
+    dims = x[0].numel()
+    missing = {} if k is not None else {"bits_per_dim_iwae": "skipped with --skip-iwae"}
+    if method == "direct":
+        values = {}
+        for bits, source in zip(BITS_KEYS, ("neg_elbo_nats", "nll_iwae_nats")):
+            if nats.get(source) is not None:
+                se = nats.get(f"{source}_se")
+                values[bits] = objectives.bits_per_dim(nats[source], dims)
+                values[f"{bits}_se"] = None if se is None else objectives.bits_per_dim(se, dims)
+        return values, missing
+    y = objectives.uniform_dequantise(x, torch.Generator().manual_seed(TEST_SEED))
+    recon, kl_per_dim = per_image_loss_parts(model, y, seed=TEST_SEED)
+    values = _with_se("bits_per_dim_elbo", objectives.dequantised_bits_per_dim(recon + kl_per_dim.sum(1), dims))
+    if k is not None:
+        bound = iwae_bound(model, y, k, generator=torch.Generator().manual_seed(seed), progress=progress)
+        values.update(_with_se("bits_per_dim_iwae", objectives.dequantised_bits_per_dim(-bound, dims)))
+    return values, missing
 
 
 def sample_measures(
@@ -296,6 +378,18 @@ def latent_measures(
     return values, missing
 
 
+def _likelihood_part(
+    run: Run, data: ImageData, x: torch.Tensor, k: int | None, seed: int, say: Callable[[str], None], progress: bool
+) -> tuple[dict[str, float | None], Missing]:
+    """likelihood_measures, then bits_per_dim_measures, of the test images x."""
+    model, config = run.model, run.config
+    values, missing = likelihood_measures(model, x, config.beta, k, seed, progress)
+    if bits_per_dim_method(config, model, data.max_value, x)[0] == "dequantised":
+        say("bits/dim: the ELBO" + ("" if k is None else " and the bound") + " again, on dequantised test images")
+    _merge(values, missing, bits_per_dim_measures(model, config, data.max_value, x, values, k, seed, progress))
+    return values, missing
+
+
 def _not_computed(part: str, why: str) -> Missing:
     """Every measure of one part of the evaluation (see vaelab.measures.Measure.part), with the reason it is None."""
     return {m.key: why for m in MEASURES.values() if m.part == part}
@@ -339,6 +433,7 @@ def evaluate_run(
     `progress` says on stderr what is being measured, with a bar and the time left for the slow parts.
     """
     model, config = run.model, run.config
+    check_likelihood_data(config, data.max_value, data.x_test)
     model.eval()
     train_inputs, x_test = evaluation_inputs(config, data)
     labelled = data.y_train is not None and data.y_test is not None
@@ -347,9 +442,7 @@ def evaluate_run(
     values, missing, seconds = {}, {}, {}
     with _timed(seconds, "likelihood"):
         say("test loss and ELBO" + ("" if skip_iwae else f", then the importance-weighted bound with K={k}"))
-        _merge(
-            values, missing, likelihood_measures(model, x_test, config.beta, None if skip_iwae else k, seed, progress)
-        )
+        _merge(values, missing, _likelihood_part(run, data, x_test, None if skip_iwae else k, seed, say, progress))
     train_codes, _ = latent.encode_means(model, train_inputs)
     if skip_samples or not labelled:
         missing.update(_not_computed("samples", "skipped with --skip-samples" if skip_samples else NO_LABELS))
@@ -421,6 +514,7 @@ def evaluation_notes(
         "neg_elbo_nats": "-ELBO = -log p(x|z) (one sample z ~ q) + analytic KL(q(z|x) || N(0,I)), beta = 1",
         "nll_iwae_nats": iwae,
         "iwae_k": iwae_k,
+        "bits_per_dim": bits_per_dim_method(config, run.model, data.max_value, data.x_test)[1],
         "recon_sq_error": "||x - d(mu(x))||^2 summed over pixels, decoded mean in [0, 1], grey-level x",
         "samples": samples,
         "precision_recall_k": PR_K,

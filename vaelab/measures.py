@@ -97,6 +97,28 @@ def _likelihood_measures() -> list[Measure]:
             has_se=True,
         ),
         Measure(
+            "bits_per_dim_iwae",
+            "generation",
+            "bits/dim bound (IWAE)",
+            "lower",
+            "-L_K / (D ln 2), D = C*H*W: an upper bound on -log2 P(x) per dimension of the 8-bit test images for "
+            "the discretised logistics; for a Gaussian, on uniformly dequantised images plus log2 256; bits per "
+            "binary pixel for binarised data; none for grey-level Bernoulli targets (notes.bits_per_dim says which)",
+            "vaelab.objectives.bits_per_dim",
+            "likelihood",
+            has_se=True,
+        ),
+        Measure(
+            "bits_per_dim_elbo",
+            "generation",
+            "bits/dim, negative ELBO",
+            "lower",
+            "the negative ELBO / (D ln 2), computed as the bits/dim bound (IWAE) is: a looser upper bound",
+            "vaelab.objectives.bits_per_dim",
+            "likelihood",
+            has_se=True,
+        ),
+        Measure(
             "kl_nats",
             "generation",
             "KL to the prior, nats",

@@ -6,6 +6,9 @@ Both have ``encode(x) -> (mu, logvar)`` (logvar is None for the deterministic Au
 code never needs to know which model it holds. The VAE adds ``log_likelihood(logits, x)``, which scores one
 or K decoder outputs per image, so bounds ask the model for p(x|z) and never its likelihood's name. Losses
 themselves live in vaelab.objectives.
+
+With the discretised logistic likelihoods the decoder returns, per pixel, the raw parameters of p(x|z) rather
+than C logits: ``decode(z)`` is then (B, P, H, W) with P = likelihood_channels(...) (see there for the layout).
 """
 
 from __future__ import annotations
@@ -16,13 +19,31 @@ import torch
 from torch import nn
 
 from vaelab import objectives
-from vaelab.config import RunConfig
+from vaelab.config import DISCRETISED_LIKELIHOODS, RunConfig
+from vaelab.errors import VaelabError
 from vaelab.nets import DECODERS, ENCODERS
 
 # log sigma² of q(z|x) (and of a learned pixel variance) is squashed into (-LOGVAR_BOUND, LOGVAR_BOUND), so
 # exp(logvar) stays within [4.5e-5, 2.2e4]: an unbounded encoder output can reach exp(89) and overflow
 # float32, the NaN every VAE codebase's issue tracker reports. soft_clamp keeps gradients non-zero everywhere.
 LOGVAR_BOUND = 10.0
+# The logistic's log scale is squashed the same way: s in [4.5e-5, 2.2e4] runs from a hundredth of a bin (1/255 =
+# 3.9e-3) to far beyond the [0, 1] range, and the bin width in scales, 1/(255 s), stays a normal float32, so
+# every log P(k) stays finite.
+LOG_SCALE_BOUND = 10.0
+
+
+def likelihood_channels(likelihood: str, channels: int, components: int) -> int:
+    """Decoder outputs per pixel for p(x|z) of images with `channels` channels.
+
+    bernoulli, gaussian*: C logits. logistic: 2C, the C means then the C log scales. logistic-mixture: K(1 + 2C),
+    the K mixture logits, then the K*C means (component-major), then the K*C log scales.
+    """
+    if likelihood == "logistic":
+        return 2 * channels
+    if likelihood == "logistic-mixture":
+        return components * (1 + 2 * channels)
+    return channels
 
 
 class AutoEncoder(nn.Module):
@@ -39,8 +60,17 @@ class AutoEncoder(nn.Module):
         widths = dict(channels=config.conv_channels)
         self.encoder = ENCODERS[config.arch](self.image_shape, config.hidden, out_dim, config.enc_activation, **widths)
         self.decoder = DECODERS[config.arch](
-            self.image_shape, config.hidden, config.z_dim, config.dec_activation, **widths
+            self.image_shape,
+            config.hidden,
+            config.z_dim,
+            config.dec_activation,
+            out_channels=self.decoder_channels(config),
+            **widths,
         )
+
+    def decoder_channels(self, config: RunConfig) -> int:
+        """The AE decodes the image itself: C logits per pixel."""
+        return self.image_shape[0]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.encoder(x), None  # (B, Z), no variance
@@ -71,6 +101,7 @@ class VAE(AutoEncoder):
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
         super().__init__(image_shape, config)
         self.likelihood = config.likelihood
+        self.components = config.mixture_components if config.likelihood == "logistic-mixture" else 1
         start = 2 * math.log(config.gaussian_std)
         if config.likelihood == "gaussian-learned":
             # One learned log-variance per pixel, soft-clamped like the encoder's; started at gaussian_std.
@@ -88,15 +119,51 @@ class VAE(AutoEncoder):
         """z = mu + sigma * eps, eps ~ N(0, I): the sample is differentiable in mu and logvar."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
-    def log_likelihood(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) in nats per image, from the decoder's logits.  # (B,) or (K, B)
+    def decoder_channels(self, config: RunConfig) -> int:
+        """The parameters of p(x|z) per pixel: see likelihood_channels."""
+        return likelihood_channels(config.likelihood, self.image_shape[0], config.mixture_components)
 
-        logits (B, C, H, W) score each image's own target (B, C, H, W); logits (K, B, C, H, W), K decoder outputs
-        per image (importance samples), are scored against the image's one target by broadcasting.
+    def log_likelihood(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) in nats per image, from the decoder's outputs.  # (B,) or (K, B)
+
+        logits (B, P, H, W) score each image's own target (B, C, H, W); logits (K, B, P, H, W), K decoder outputs
+        per image (importance samples), are scored against the image's one target by broadcasting. For the
+        discretised logistics this is log P(x|z), a probability of the 8-bit image (targets k/255).
         """
         if self.likelihood == "bernoulli":
             return objectives.bernoulli_log_likelihood(logits, target)
+        if self.likelihood in DISCRETISED_LIKELIHOODS:
+            per_pixel = objectives.discretized_logistic_mixture_log_prob(target, *self.logistic_parameters(logits))
+            return per_pixel.flatten(-2).sum(-1)  # (..., H, W) -> (...,)
         return objectives.gaussian_log_likelihood(torch.sigmoid(logits), self.pixel_logvar(), target)
+
+    def logistic_parameters(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log weights (..., K, H, W), means (..., K, C, H, W), log scales (..., K, C, H, W)) of the pixels'
+        discretised logistic mixture, from decoder outputs (..., P, H, W) laid out as in likelihood_channels.
+
+        The single logistic is the mixture of K = 1 with weight log 1 = 0. Means are 0.5 + the output, so that
+        an output of 0 is mid-grey; they are not bounded, since the end bins take any mass beyond [0, 1].
+        """
+        c, h, w = self.image_shape
+        k = self.components
+        expected = (likelihood_channels(self.likelihood, c, k), h, w)
+        if logits.shape[-3:] != expected:
+            raise ValueError(f"decoder outputs {tuple(logits.shape)} do not end with {expected}")
+        n_weights = k if self.likelihood == "logistic-mixture" else 0
+        log_weights = logits[..., :n_weights, :, :] if n_weights else logits.new_zeros((1, 1, 1))
+        raw_means, raw_log_scales = logits[..., n_weights:, :, :].unflatten(-3, (2, k, c)).unbind(-5)
+        return log_weights, 0.5 + raw_means, objectives.soft_clamp(raw_log_scales, LOG_SCALE_BOUND)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] in [0, 1]: the Bernoulli's and Gaussian's sigmoid of the logits; for the discretised logistics
+        the mixture's mean, sum_k pi_k E[clip(X_k, 0, 1)] (objectives.clipped_logistic_mean, within half a
+        grey level of the discretised mean)."""
+        logits = self.decode(z)
+        if self.likelihood not in DISCRETISED_LIKELIHOODS:
+            return torch.sigmoid(logits)
+        log_weights, means, log_scales = self.logistic_parameters(logits)
+        weights = torch.softmax(log_weights, dim=-3).unsqueeze(-3)  # (B, K, 1, H, W)
+        return (weights * objectives.clipped_logistic_mean(means, log_scales)).sum(-4)  # (B, C, H, W)
 
     def pixel_logvar(self) -> torch.Tensor:
         """log sigma² of the Gaussian likelihood: () when fixed, (C, H, W) when learned."""
@@ -113,6 +180,29 @@ class VAE(AutoEncoder):
 
 
 MODEL_CLASSES = {"ae": AutoEncoder, "vae": VAE}
+
+
+def not_8bit_reason(max_value: int, x: torch.Tensor) -> str | None:
+    """Why images are not 8-bit levels k/255 (None when they are): the data's largest raw value `max_value` must be
+    255, and a sample of the float images x must lie on the levels, which catches grey levels stored as floats."""
+    if max_value != 255:
+        return f"this data's pixels run 0..{max_value}, not 0..255"
+    sample = x[:1000] * 255
+    if (sample - sample.round()).abs().max() > 1e-3:
+        return "the images are not multiples of 1/255 (grey levels stored as floats?)"
+    return None
+
+
+def check_likelihood_data(config: RunConfig, max_value: int, x_test: torch.Tensor) -> None:
+    """Refuse a discretised logistic likelihood on data that is not 8-bit: it scores the levels k/255 exactly."""
+    if config.model != "vae" or config.likelihood not in DISCRETISED_LIKELIHOODS:
+        return
+    why = not_8bit_reason(max_value, x_test)
+    if why is not None:
+        raise VaelabError(
+            f"--likelihood {config.likelihood} is a probability of 8-bit pixel values (256 levels), but {why}: "
+            "use --likelihood bernoulli or gaussian, or 8-bit images (uint8 0..255)"
+        )
 
 
 def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> AutoEncoder:

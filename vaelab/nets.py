@@ -74,7 +74,8 @@ def mlp_decoder(
     """(B, Z) -> (B, out_channels, H, W) logits: the lecture's Linear(z_dim,400) -> ReLU -> Linear(400,784).
 
     `hidden` is in encoder order and is mirrored here. The lecture's final Sigmoid is left to the likelihood,
-    which works on logits (binary_cross_entropy_with_logits) for exactness.
+    which works on logits (binary_cross_entropy_with_logits) for exactness. `out_channels` (default C) is the
+    number of outputs per pixel, for likelihoods with several parameters per pixel.
     """
     _, h, w = image_shape
     c = _out_channels(image_shape, out_channels)

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
+# 8-bit pixels: the level k in 0..255 is held as x = k / 255 in [0, 1]; its bin is [x - 1/510, x + 1/510].
+PIXEL_LEVELS = 256
+HALF_BIN = 0.5 / (PIXEL_LEVELS - 1)
 
 
 def gaussian_kl(
@@ -83,6 +86,109 @@ def gaussian_log_likelihood(mean: torch.Tensor, logvar: torch.Tensor, target: to
     logvar = torch.as_tensor(logvar, dtype=mean.dtype, device=mean.device)
     nll = 0.5 * (LOG_2PI + logvar + (target - mean) ** 2 * torch.exp(-logvar))  # (..., C, H, W)
     return -nll.flatten(start).sum(-1)
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(-d)) for d > 0, accurate at both ends (Maechler 2012: log1p(-exp(-d)) above log 2, else
+    log(-expm1(-d)))."""
+    # Each branch sees only its own range: torch.where differentiates both, and log1p(-exp(-d)) at a d that
+    # rounds exp(-d) to 1 would turn the unused branch's zero gradient into 0 * inf = NaN.
+    cut = math.log(2)
+    large = torch.log1p(-torch.exp(-d.clamp(min=cut)))
+    small = torch.log(-torch.expm1(-d.clamp(max=cut)))
+    return torch.where(d > cut, large, small)
+
+
+def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(x) of 8-bit values under a logistic(mean, s = exp(log_scale)) discretised to 256 bins.  # broadcast
+
+    Salimans et al. (2017, PixelCNN++), eq. 2, on the [0, 1] scale: x = k/255, bins of width 1/255 centred on
+    the levels, and the two end bins stretched to infinity so the 256 probabilities sum to 1:
+
+        P(k) = sigma((x + 1/510 - mean) / s) - sigma((x - 1/510 - mean) / s)     0 < k < 255
+        P(0) = sigma((1/510 - mean) / s)                                           the CDF at the bin's top
+        P(255) = 1 - sigma((1 - 1/510 - mean) / s)                                 1 - the CDF at its bottom
+
+    In log space without subtracting probabilities: with a > b the scaled bin edges,
+    sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - exp(-(a - b))), so
+
+        log P(k) = log sigma(a) + log sigma(-b) + log(1 - exp(-1 / (255 s)))
+
+    each term finite for every scale (a - b = 1/(255 s)); an end bin keeps only the term of its finite edge.
+    This needs no fallback to the density at the bin centre, which PixelCNN++ uses where its CDF difference
+    underflows. `x` must hold exact levels k/255; x, mean and log_scale broadcast against each other.
+    """
+    level = torch.round(x * (PIXEL_LEVELS - 1))
+    inv_scale = torch.exp(-log_scale)
+    upper = (x + HALF_BIN - mean) * inv_scale  # a
+    lower = (x - HALF_BIN - mean) * inv_scale  # b
+    zero = upper.new_zeros(())
+    log_below_top = torch.where(level < PIXEL_LEVELS - 1, F.logsigmoid(upper), zero)  # log sigma(a), or 0
+    log_above_bottom = torch.where(level > 0, F.logsigmoid(-lower), zero)  # log sigma(-b), or 0
+    interior = (level > 0) & (level < PIXEL_LEVELS - 1)
+    log_width = torch.where(interior, _log1mexp(2 * HALF_BIN * inv_scale), zero)
+    return log_below_top + log_above_bottom + log_width
+
+
+def discretized_logistic_mixture_log_prob(
+    x: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
+    """log p(x) of each pixel's C channels under a mixture of K discretised logistics.  # (..., H, W)
+
+    p(x) = sum_k pi_k prod_c P(x_c; mean_kc, s_kc): each component is a product over the channels of
+    discretized_logistic_log_prob, and the K weights pi = softmax(log_weights) are shared by the channels of a
+    pixel, so the mixture models colours jointly (Salimans et al. 2017, sec. 2.2, without the linear
+    dependence of a channel on the previous ones). Computed in log space:
+    logsumexp_k [log_softmax(log_weights)_k + sum_c log P(x_c; mean_kc, s_kc)].
+
+    x (..., C, H, W) levels k/255; log_weights (..., K, H, W); means and log_scales (..., K, C, H, W). The
+    leading axes broadcast, so K importance samples (K', B, ...) score one target (B, ...).
+    """
+    per_channel = discretized_logistic_log_prob(x.unsqueeze(-4), means, log_scales)  # (..., K, C, H, W)
+    log_joint = F.log_softmax(log_weights, dim=-3) + per_channel.sum(-3)  # (..., K, H, W)
+    return torch.logsumexp(log_joint, dim=-3)  # (..., H, W)
+
+
+def clipped_logistic_mean(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """E[clip(X, 0, 1)], X ~ logistic(mean, s = exp(log_scale)): the discretised logistic's mean.  # broadcast
+
+    E[clip(X, 0, 1)] = int_0^1 P(X > t) dt = int_0^1 sigma((mean - t) / s) dt
+                     = s [softplus(mean / s) - softplus((mean - 1) / s)].
+    The discretised value (X rounded to the nearest level k/255, ends included) differs from clip(X, 0, 1) by
+    at most half a bin, so this is the mean of discretized_logistic_log_prob's distribution to within 1/510,
+    half a grey level, at the cost of one softplus pair instead of a sum over 255 levels.
+    """
+    scale = torch.exp(log_scale)
+    value = scale * (F.softplus(mean / scale) - F.softplus((mean - 1) / scale))
+    return value.clamp(0.0, 1.0)  # float rounding only: the exact value lies in [0, 1]
+
+
+def bits_per_dim(nll_nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
+    """-log p(x) in nats per image as bits per dimension: -log p(x) / (D ln 2), D = C*H*W."""
+    return nll_nats / (dims * math.log(2))
+
+
+def dequantised_bits_per_dim(nll_density_nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
+    """A bound on the bits per dimension of 8-bit images from a density p on [0, 1]: (nll + D ln 256) / (D ln 2).
+
+    `nll_density_nats` is -log p(x + u) per image, x = k/255 the image and u ~ U(-1/512, 1/512)^D (see
+    uniform_dequantise). Define the discrete model P(k) = int p(x + u) du over the cell of side 1/256 centred
+    on x; the cells of different images are disjoint (1/256 < 1/255), so P sums to at most 1. Jensen's
+    inequality (Theis et al. 2016, eq. 11) gives
+
+        -log P(k) = -log E_u[p(x + u)] - D log(1/256) <= E_u[-log p(x + u)] + D log 256,
+
+    so the mean of this over test images estimates an upper bound on -log2 P(x) / D, and any upper bound on
+    -log p(x + u) (the negative ELBO, -L_K) keeps it one.
+    """
+    return bits_per_dim(nll_density_nats + dims * math.log(PIXEL_LEVELS), dims)
+
+
+def uniform_dequantise(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + u, u ~ U(-1/512, 1/512) per pixel: each 8-bit level k/255 spread over a cell of side 1/256 centred on
+    it (the cells do not overlap). See dequantised_bits_per_dim."""
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5  # drawn on the CPU: the same on any device
+    return x + u.to(x.device) / PIXEL_LEVELS
 
 
 def squared_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

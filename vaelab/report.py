@@ -116,6 +116,8 @@ SECTIONS = (
 METRIC_NAMES = {
     "nll_iwae_nats": "NLL bound (IWAE), nats",
     "neg_elbo_nats": "negative ELBO, nats",
+    "bits_per_dim_iwae": "bits/dim bound (IWAE)",
+    "bits_per_dim_elbo": "bits/dim, negative ELBO",
     "kl_nats": "KL to the prior, nats",
     "test_loss": "own training loss",
     "recon_sq_error": "reconstruction error",
@@ -288,7 +290,7 @@ def _describe(view: RunView) -> str:
     )
 
 
-HEADLINE_METRICS = ("nll_iwae_nats", "neg_elbo_nats", "recon_sq_error", "knn_accuracy")
+HEADLINE_METRICS = ("nll_iwae_nats", "neg_elbo_nats", "bits_per_dim_iwae", "recon_sq_error", "knn_accuracy")
 
 
 def _headline(comparison: Comparison, names: list[str]) -> str:

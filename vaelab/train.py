@@ -18,7 +18,7 @@ from vaelab.config import RunConfig
 from vaelab.data import TEST_SEED, ImageData, binarize, check_matches, load_data, training_targets
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
-from vaelab.models import AutoEncoder, build_model, reconstruct, sample_prior
+from vaelab.models import AutoEncoder, build_model, check_likelihood_data, reconstruct, sample_prior
 from vaelab.runs import Run, RunFolder, restore_optimizer
 
 # Written into every metrics line so a number is never read without its units.
@@ -27,7 +27,7 @@ LOSS_SCALING = (
     "VAE terms in nats (recon = -log p(x|z), one z sample), AE recon is squared error; loss = recon + beta*kl"
 )
 # The RunConfig fields that define the network a checkpoint's weights belong to.
-NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim", "likelihood")
+NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim", "likelihood", "mixture_components")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -86,6 +86,7 @@ def train(
     with RunFolder(out, resume) as folder:
         if data is None:
             data = load_data(config.data, config.download, config.data_cache)
+        check_likelihood_data(config, data.max_value, data.x_test)
         torch.manual_seed(config.seed)
         model = build_model(config, data.image_shape)
         optimizer = make_optimizer(model, config.lr)
