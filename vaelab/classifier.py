@@ -52,12 +52,17 @@ FEATURE_BATCH = 256  # images per forward pass when computing features: a 64x64 
 PRETEXT_TRANSFORMS = 4  # rotations by 0/90/180/270 degrees, or identity/h-flip/v-flip/180 degrees
 # Flipped axes of transform k of a non-square image: identity, horizontal flip, vertical flip, both (= 180 deg).
 FLIP_DIMS = ((), (3,), (2,), (2, 3))
-TASKS = {  # task -> what the feature net is, as eval.json's notes and the printed table name it
-    "labels": "classifier trained on the labels",
-    "rotation": "rotation-prediction net trained on the data (no labels): which of 4 rotations by 0/90/180/270 "
-    "degrees was applied (Gidaris et al. 2018)",
-    "flips": "flip-prediction net trained on the data (no labels): which of identity, horizontal flip, vertical "
-    "flip or 180-degree rotation was applied (RotNet's task for non-square images, which 90 degrees reshapes)",
+TASKS = {  # task -> (what the feature net is, what it predicts), as eval.json's notes and the printed table say
+    "labels": ("classifier trained on the labels", "the class of each image"),
+    "rotation": (
+        "rotation-prediction net trained on the data (no labels)",
+        "which of 4 rotations by 0/90/180/270 degrees was applied to an image (Gidaris et al. 2018)",
+    ),
+    "flips": (
+        "flip-prediction net trained on the data (no labels)",
+        "which of identity, horizontal flip, vertical flip or 180-degree rotation was applied to an image "
+        "(RotNet's task for non-square images, whose shape a 90-degree rotation changes)",
+    ),
 }
 
 
@@ -102,12 +107,15 @@ class Classifier:
     task: str = "labels"  # a key of TASKS
 
     @property
+    def name(self) -> str:
+        """What the feature net is: "classifier trained on the labels", "rotation-prediction net ..."."""
+        return TASKS[self.task][0]
+
+    @property
     def description(self) -> str:
-        """What the feature net is and how well it does its task, for notes and tables."""
-        if self.task == "labels":
-            return f"{TASKS[self.task]} (test accuracy {self.test_accuracy:.3f})"
-        chance = 1 / self.n_classes
-        return f"{TASKS[self.task]}; test accuracy on that task {self.test_accuracy:.3f}, chance {chance:.2f}"
+        """What the feature net is, what it predicts and how well, for notes and tables."""
+        chance = f", chance {1 / self.n_classes:.2f}" if self.task != "labels" else ""
+        return f"{self.name}, predicting {TASKS[self.task][1]}; test accuracy {self.test_accuracy:.3f}{chance}"
 
     @torch.no_grad()
     def features_and_probs(self, x: torch.Tensor, batch_size: int = FEATURE_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +172,7 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
     )
     accuracy = _test_accuracy(net, data, task)
     atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
-    meta = {"data": data.name, "version": CLASSIFIER_VERSION, "task": task, "description": TASKS[task]}
+    meta = {"data": data.name, "version": CLASSIFIER_VERSION, "task": task, "description": TASKS[task][0]}
     meta.update(image_shape=list(data.image_shape), n_classes=n_outputs, epochs=epochs, seed=seed)
     meta.update(test_accuracy=accuracy, n_train=len(data.x_train), n_test=len(data.x_test))
     atomic_write_json(meta_path, meta)
