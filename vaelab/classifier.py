@@ -144,7 +144,7 @@ def data_key(data: ImageData) -> str:
         (data.x_train, data.y_train, data.x_test, data.y_test) if task == "labels" else (data.x_train, data.x_test)
     )
     for t in tensors:
-        digest.update(t.contiguous().numpy().tobytes())
+        digest.update(t.contiguous().numpy())  # the array's own buffer: no copy of a large set
     safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in data.name)
     return f"{safe_name}-{task}-{shape}-{digest.hexdigest()[:16]}"
 
@@ -167,14 +167,14 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
         except (OSError, json.JSONDecodeError, KeyError, SafetensorError, RuntimeError):
             pass  # an unreadable cache entry is retrained and overwritten, never trusted
     directory.mkdir(parents=True, exist_ok=True)
-    net, epochs = train_classifier(
-        data.image_shape, n_outputs, _batches(data, task, seed), len(data.x_train), seed, progress
-    )
+    x_train = data.x_train  # read once: the batches index it
+    batches = _batches(x_train, data.y_train, task, seed)
+    net, epochs = train_classifier(data.image_shape, n_outputs, batches, len(x_train), seed, progress)
     accuracy = _test_accuracy(net, data, task)
     atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
     meta = {"data": data.name, "version": CLASSIFIER_VERSION, "task": task, "description": TASKS[task][0]}
     meta.update(image_shape=list(data.image_shape), n_classes=n_outputs, epochs=epochs, seed=seed)
-    meta.update(test_accuracy=accuracy, n_train=len(data.x_train), n_test=len(data.x_test))
+    meta.update(test_accuracy=accuracy, n_train=len(x_train), n_test=len(data.x_test))
     atomic_write_json(meta_path, meta)
     return Classifier(net, accuracy, n_outputs, weights, task)
 
@@ -182,12 +182,12 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
 Batches = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # training indices -> (inputs, targets)
 
 
-def _batches(data: ImageData, task: str, seed: int) -> Batches:
+def _batches(x: torch.Tensor, y: torch.Tensor | None, task: str, seed: int) -> Batches:
     """The training batches of a task: images and their labels, or images under random pretext transforms."""
     if task == "labels":
-        return lambda idx: (data.x_train[idx], data.y_train[idx])
+        return lambda idx: (x[idx], y[idx])
     generator = torch.Generator().manual_seed(seed + 1)  # its own stream: the batch order's stays as it was
-    return lambda idx: pretext_batch(data.x_train[idx], task == "rotation", generator)
+    return lambda idx: pretext_batch(x[idx], task == "rotation", generator)
 
 
 def pretext_transform(x: torch.Tensor, k: int, square: bool) -> torch.Tensor:
@@ -219,7 +219,14 @@ def train_classifier(
         net = ImageClassifier(image_shape, n_outputs)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     net.train()
-    bar = tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", file=sys.stderr, disable=not progress)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        desc="classifier",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
     with bar:
         for epoch in range(epochs):
             order = torch.randperm(n_train, generator=generator)

@@ -2,7 +2,8 @@
 
 `evaluate_run` measures the lecture's two axes and returns the dict written to a run's ``eval.json``:
 - ``generation``: test loss, negative ELBO and the importance-weighted bound (VAE), squared reconstruction
-  error, and sample quality of decoded random latent points in a classifier's feature space;
+  error, and sample quality of decoded random latent points in the feature space of the data set's own net (a
+  classifier of its labels; without labels a rotation predictor, see vaelab.classifier);
 - ``latent``: k-NN and linear probes, silhouette, neighbourhood agreement, active units, interpolation;
 - ``per_dimension``: lists over latent dimensions (KL, variance of the posterior mean);
 - ``notes``: what exactly was computed (likelihood, targets, K, sample counts, seeds, seconds).
