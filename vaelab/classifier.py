@@ -129,7 +129,7 @@ class Classifier:
 
 
 def task_of(data: ImageData) -> str:
-    """ "labels" when both splits are labelled; else the self-supervised task its image shape allows."""
+    """The task of the feature net: "labels" when both splits are labelled, else the self-supervised one."""
     if data.y_train is not None and data.y_test is not None:
         return "labels"
     _, h, w = data.image_shape
