@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from colour_images import train_unlabelled_colour_run
 from vaelab.evaluate import dataset_loss, evaluate_run, fitted_gaussian, per_image_loss_parts, sample_metrics
 from vaelab.measures import MEASURES, format_value
 
@@ -33,6 +34,8 @@ def test_vae_evaluation_reports_both_axes_with_its_settings(vae_run, digits, cac
     assert 0 <= gen["precision_prior"] <= 1 and gen["fd_prior"] > 0 and gen["classifier_test_accuracy"] > 0.9
     assert 0 <= gen["class_entropy_nats_fitted"] <= result["notes"]["class_entropy_max_nats"] + 1e-9
     assert lat["knn_accuracy"] > 0.5 and lat["interp_evenness"] >= 1 and lat["interp_straightness"] >= 1
+    assert result["notes"]["features"].startswith("classifier trained on the labels")
+    assert "of different classes" in result["notes"]["interpolation"]
     assert len(result["per_dimension"]["kl_nats"]) == vae_run.model.z_dim
     # KL per dimension sums to the KL of the whole code.
     assert sum(result["per_dimension"]["kl_nats"]) == pytest.approx(gen["kl_nats"], rel=1e-6)
@@ -137,6 +140,7 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
         "bits_per_dim",
         "recon_sq_error",
         "samples",
+        "features",
         "precision_recall_k",
         "class_entropy_max_nats",
         "latent",
@@ -343,3 +347,39 @@ def test_gaussian_bits_per_dim_are_not_reported_for_data_that_is_not_8bit(tmp_pa
     result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
     assert result["generation"]["bits_per_dim_iwae"] is None
     assert "dequantised bound is for 8-bit data" in result["notes"]["not_measured"]["bits_per_dim_iwae"]
+
+
+LABEL_MEASURES = (
+    "classifier_test_accuracy",
+    "confidence_prior",
+    "confidence_fitted",
+    "class_entropy_nats_prior",
+    "class_entropy_nats_fitted",
+    "knn_accuracy",
+    "linear_probe_accuracy",
+    "silhouette",
+    "neighbourhood_agreement",
+)
+
+
+def test_unlabelled_colour_data_gets_fd_and_precision_recall_in_a_rotation_nets_features(cli, tmp_path):
+    run = train_unlabelled_colour_run(tmp_path)
+    done = cli("evaluate", str(run), "--k", "5", "--quiet")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run / "eval.json").read_text())
+    gen, lat, notes = result["generation"], result["latent"], result["notes"]
+    for sampler in ("prior", "fitted"):
+        assert gen[f"fd_{sampler}"] > 0 and 0 <= gen[f"precision_{sampler}"] <= 1 and 0 <= gen[f"recall_{sampler}"] <= 1
+    for key in LABEL_MEASURES:
+        section = gen if key in gen else lat
+        assert section[key] is None and "no labels" in notes["not_measured"][key], key
+    assert lat["interp_evenness"] >= 1 and "drawn at random (no labels)" in notes["interpolation"]
+    assert notes["features"].startswith("rotation-prediction net trained on the data (no labels)")
+    (meta_path,) = (tmp_path / "cache" / "classifiers").glob("*.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["task"] == "rotation" and meta["image_shape"] == [3, 32, 32]
+    assert meta["test_accuracy"] > 0.5 and f"test accuracy {meta['test_accuracy']:.3f}" in notes["features"]
+    assert "rotation-prediction net" in notes["samples"] and notes["class_entropy_max_nats"] is None
+    assert "features: rotation-prediction net trained on the data (no labels)" in done.stdout
+    assert "not measured (the data has no labels)" in done.stdout and "Traceback" not in done.stderr
+    json.dumps(result, allow_nan=False)

@@ -1,11 +1,13 @@
 """The arrays behind the figures, checked against independent references, and `vaelab plot` end to end."""
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
 from sklearn.decomposition import PCA
 
+from colour_images import train_unlabelled_colour_run
 from test_plots import MAGIC, png_size
 from vaelab import RunConfig, cli, figures, objectives, plots, train
 from vaelab.errors import VaelabError
@@ -263,3 +265,59 @@ def test_figure_requests_from_python_refuse_seeds_the_generators_cannot_take():
         with pytest.raises(VaelabError, match="seed must be an integer from 0 to 4294967295"):
             check_request("latent", FigureOptions(seed=seed))
     check_request("latent", FigureOptions(seed=2**32 - 1))
+
+
+# ----- data without labels, in colour -----
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory):
+    """A 2-D VAE trained by the real command on 3x32x32 colour images without labels."""
+    return train_unlabelled_colour_run(tmp_path_factory.mktemp("colour"))
+
+
+@pytest.mark.parametrize("kind", ["latent", "recon", "samples"])
+def test_plot_command_draws_unlabelled_colour_data(kind, colour_run, cli, tmp_path):
+    out = tmp_path / f"{kind}.png"
+    done = cli("plot", kind, str(colour_run), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 10_000 and done.stderr == ""
+    if kind == "recon":  # the test images are drawn in their colours, not as grey levels
+        rgb = matplotlib.image.imread(out)[..., :3]
+        assert ((rgb.max(-1) - rgb.min(-1)) > 0.2).mean() > 0.01
+
+
+def test_every_figure_of_unlabelled_colour_data_is_drawn_in_colour_and_without_a_class_legend(colour_run):
+    (view,) = figures.open_runs([colour_run])
+    assert view.data.y_test is None and view.data.image_shape == (3, 32, 32)
+    for kind in figures.KINDS:
+        fig = make_figure(kind, [view], FigureOptions(n=4 if kind in ("manifold", "interp") else None))
+        if kind in ("latent", "posterior"):
+            assert fig.legends == [], kind  # no class legend without classes
+        for image in (im for ax in fig.axes for im in ax.get_images()):
+            assert np.asarray(image.get_array()).shape[-1] == 3, kind  # RGB tiles, not a grey-level colormap
+    title = make_figure("latent", [view]).texts[0].get_text().replace("\n", " ")
+    assert "uncoloured: the data has no labels" in title
+
+
+def test_picks_without_labels_are_evenly_spaced_from_a_seeded_start(colour_run):
+    (view,) = figures.open_runs([colour_run])
+    n_test = len(view.x_test)
+    picks = figures._balanced_indices(view, 8, seed=3)
+    assert len(set(picks.tolist())) == 8 and set(np.diff(np.sort(picks)).tolist()) <= {n_test // 8, n_test // 8 + 1}
+    np.testing.assert_array_equal(picks, figures._balanced_indices(view, 8, seed=3))
+    assert sorted(figures._balanced_indices(view, n_test + 5, seed=0).tolist()) == list(range(n_test))
+    np.testing.assert_array_equal(figures.evenly_spaced(10, 4, start=7), [7, 9, 2, 4])
+
+
+def test_image_grids_composite_alpha_over_white_and_refuse_channels_they_cannot_draw():
+    rgba = torch.tensor([0.2, 0.4, 0.6, 1.0]).view(1, 4, 1, 1).repeat(2, 1, 2, 2)
+    rgba[1, 3] = 0.0  # the second image is fully transparent
+    grid = plots.image_grid(rgba, ncol=2, pad=0)  # (2, 4, 3)
+    np.testing.assert_allclose(grid[0, 0], [0.2, 0.4, 0.6])
+    np.testing.assert_allclose(grid[0, 2], [1.0, 1.0, 1.0])
+    grey_alpha = torch.tensor([0.0, 0.5]).view(1, 2, 1, 1)
+    np.testing.assert_allclose(plots.image_grid(grey_alpha, ncol=1, pad=0), [[0.5]])  # black, half transparent
+    assert plots.image_grid(torch.rand(3, 3, 5, 6), ncol=3).shape == (7, 22, 3)
+    with pytest.raises(VaelabError, match="cannot draw images of 5 channels"):
+        plots.image_grid(torch.rand(1, 5, 4, 4), ncol=1)

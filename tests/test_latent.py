@@ -40,10 +40,24 @@ def test_cluster_measures_separate_planted_classes_from_shuffled_labels():
     assert abs(latent.silhouette(z, shuffled)) < 0.1
 
 
-def test_different_class_pairs_pair_different_labels():
+def test_interpolation_pairs_pair_different_labels():
     y = np.array([0, 0, 0, 1, 2, 2])
-    pairs = latent.different_class_pairs(y, 50, seed=3)
+    pairs = latent.interpolation_pairs(len(y), 50, y, seed=3)
     assert pairs.shape == (50, 2) and (y[pairs[:, 0]] != y[pairs[:, 1]]).all()
+
+
+def test_interpolation_pairs_without_labels_pair_two_different_images_from_all_over_the_set():
+    pairs = latent.interpolation_pairs(5, 200, seed=3)
+    assert pairs.shape == (200, 2) and (pairs[:, 0] != pairs[:, 1]).all()
+    assert set(pairs.ravel()) == set(range(5))
+    np.testing.assert_array_equal(pairs, latent.interpolation_pairs(5, 200, seed=3))  # seeded
+
+
+def test_interpolation_pairs_refuse_a_single_image_or_class():
+    with pytest.raises(ValueError, match="two images"):
+        latent.interpolation_pairs(1, 3)
+    with pytest.raises(ValueError, match="two classes"):
+        latent.interpolation_pairs(4, 3, np.zeros(4, dtype=np.int64))
 
 
 class _Decoder:

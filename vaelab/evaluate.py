@@ -2,7 +2,8 @@
 
 `evaluate_run` measures the lecture's two axes and returns the dict written to a run's ``eval.json``:
 - ``generation``: test loss, negative ELBO and the importance-weighted bound (VAE), squared reconstruction
-  error, and sample quality of decoded random latent points in a classifier's feature space;
+  error, and sample quality of decoded random latent points in the feature space of the data set's own net (a
+  classifier of its labels; without labels a rotation predictor, see vaelab.classifier);
 - ``latent``: k-NN and linear probes, silhouette, neighbourhood agreement, active units, interpolation;
 - ``per_dimension``: lists over latent dimensions (KL, variance of the posterior mean);
 - ``notes``: what exactly was computed (likelihood, targets, K, sample counts, seeds, seconds).
@@ -147,16 +148,21 @@ def decode_random_points(
 def sample_metrics(
     classifier: Classifier, real_features: np.ndarray, images: torch.Tensor, suffix: str
 ) -> tuple[dict[str, float], Missing]:
-    """FD, precision, recall, classifier confidence and class entropy of generated images against real features.
+    """FD, precision, recall, and (when the feature net classifies labels) classifier confidence and class entropy
+    of generated images against real features.
 
     FD needs two points per set for a covariance, precision and recall more than PR_K for a k-th neighbour; the
-    measures a set too small for are returned in the second dict with the reason.
+    measures a set too small for, or without the labels they need, are returned in the second dict with the reason.
     """
     features, probs = classifier.features_and_probs(images)
     features = features.numpy()
-    confidence, entropy = sample_quality.class_statistics(probs.numpy())
-    values = {f"confidence_{suffix}": confidence, f"class_entropy_nats_{suffix}": entropy}
+    values: dict[str, float] = {}
     missing: Missing = {}
+    if classifier.task == "labels":
+        confidence, entropy = sample_quality.class_statistics(probs.numpy())
+        values = {f"confidence_{suffix}": confidence, f"class_entropy_nats_{suffix}": entropy}
+    else:  # the probabilities of a rotation predictor say nothing about classes
+        missing = dict.fromkeys((f"confidence_{suffix}", f"class_entropy_nats_{suffix}"), NO_LABELS)
     n = min(len(real_features), len(features))
     if n >= 2:
         values[f"fd_{suffix}"] = sample_quality.frechet_distance(real_features, features)
@@ -312,30 +318,32 @@ def bits_per_dim_measures(
 
 
 def sample_measures(
-    model: AutoEncoder,
-    data: ImageData,
-    train_codes: np.ndarray,
-    n: int,
-    seed: int,
-    cache_dir: str,
-    progress: bool = False,
+    model: AutoEncoder, classifier: Classifier, real: torch.Tensor, train_codes: np.ndarray, seed: int
 ) -> tuple[dict[str, float], Missing]:
-    """The classifier's test accuracy, and sample_metrics of n decoded points of every sampler against the
-    first n grey-level test images."""
-    classifier = get_classifier(data, cache_dir, progress=progress)
-    values, missing = {"classifier_test_accuracy": classifier.test_accuracy}, {}
-    real_features = classifier.features_and_probs(data.x_test[:n])[0].numpy()
+    """The classifier's test accuracy (labelled data), and sample_metrics of len(real) decoded points of every
+    sampler against the real test images `real`."""
+    values, missing = {}, {}
+    if classifier.task == "labels":
+        values["classifier_test_accuracy"] = classifier.test_accuracy
+    else:
+        missing["classifier_test_accuracy"] = NO_LABELS
+    real_features = classifier.features_and_probs(real)[0].numpy()
     for i, sampler in enumerate(SAMPLERS):
-        images = decode_random_points(model, n, sampler, train_codes, seed=seed + i)
-        sampler_values, sampler_missing = sample_metrics(classifier, real_features, images, sampler)
-        values.update(sampler_values)
-        missing.update(sampler_missing)
+        images = decode_random_points(model, len(real), sampler, train_codes, seed=seed + i)
+        _merge(values, missing, sample_metrics(classifier, real_features, images, sampler))
     return values, missing
 
 
-def why_not_latent(y_train: np.ndarray, y_test: np.ndarray) -> Missing:
-    """Why each labelled latent measure cannot be computed on splits with these labels (absent: it can)."""
-    n_train, n_test = len(y_train), len(y_test)
+LABEL_PROBES = ("knn_accuracy", "linear_probe_accuracy", "silhouette", "neighbourhood_agreement")
+INTERPOLATION = ("interp_evenness", "interp_straightness")
+
+
+def why_not_latent(y_train: np.ndarray | None, y_test: np.ndarray | None, n_test: int) -> Missing:
+    """Why each latent probe cannot be computed on splits with these labels (None: no labels; absent: it can)."""
+    if y_train is None or y_test is None:
+        few = {} if n_test >= 2 else dict.fromkeys(INTERPOLATION, f"needs at least 2 test images, got {n_test}")
+        return {**dict.fromkeys(LABEL_PROBES, NO_LABELS), **few}
+    n_train = len(y_train)
     classes_train, classes_test = len(np.unique(y_train)), len(np.unique(y_test))
     why: Missing = {}
     if n_train < KNN_K:
@@ -347,7 +355,7 @@ def why_not_latent(y_train: np.ndarray, y_test: np.ndarray) -> Missing:
     if n_test <= NEIGHBOURS:
         why["neighbourhood_agreement"] = f"needs more than {NEIGHBOURS} test images, got {n_test}"
     if classes_test < 2:
-        why["interp_evenness"] = why["interp_straightness"] = "needs test images of at least 2 classes, got 1"
+        why.update(dict.fromkeys(INTERPOLATION, "needs test images of at least 2 classes, got 1"))
     return why
 
 
@@ -355,12 +363,13 @@ def latent_measures(
     model: AutoEncoder,
     train_codes: np.ndarray,
     test_codes: np.ndarray,
-    y_train: np.ndarray,
-    y_test: np.ndarray,
+    y_train: np.ndarray | None,
+    y_test: np.ndarray | None,
     seed: int,
 ) -> tuple[dict[str, float | None], Missing]:
-    """k-NN and linear probes, silhouette, neighbourhood agreement and interpolation smoothness of the codes."""
-    missing = why_not_latent(y_train, y_test)
+    """k-NN and linear probes, silhouette, neighbourhood agreement (labelled data) and interpolation smoothness of
+    the codes (between different classes, or without labels between random pairs of different test images)."""
+    missing = why_not_latent(y_train, y_test, len(test_codes))
     probes: dict[str, Callable[[], float]] = {
         "knn_accuracy": lambda: latent.knn_accuracy(train_codes, y_train, test_codes, y_test, k=KNN_K),
         "linear_probe_accuracy": lambda: latent.linear_probe_accuracy(train_codes, y_train, test_codes, y_test),
@@ -369,8 +378,8 @@ def latent_measures(
     }
     values = {key: probe() for key, probe in probes.items() if key not in missing}
     if "interp_evenness" not in missing:
-        pairs = torch.from_numpy(latent.different_class_pairs(y_test, INTERP_PAIRS, seed=seed))  # (P, 2)
-        codes = torch.from_numpy(test_codes)
+        pairs = torch.from_numpy(latent.interpolation_pairs(len(test_codes), INTERP_PAIRS, y_test, seed=seed))
+        codes = torch.from_numpy(test_codes)  # pairs: (P, 2)
         evenness, straightness = latent.interpolation_smoothness(
             model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS
         )
@@ -444,26 +453,25 @@ def evaluate_run(
         say("test loss and ELBO" + ("" if skip_iwae else f", then the importance-weighted bound with K={k}"))
         _merge(values, missing, _likelihood_part(run, data, x_test, None if skip_iwae else k, seed, say, progress))
     train_codes, _ = latent.encode_means(model, train_inputs)
-    if skip_samples or not labelled:
-        missing.update(_not_computed("samples", "skipped with --skip-samples" if skip_samples else NO_LABELS))
+    classifier = None
+    if skip_samples:
+        missing.update(_not_computed("samples", "skipped with --skip-samples"))
     else:
         with _timed(seconds, "samples"):
-            say("sample quality (training the data set's classifier first if it is not cached)")
-            _merge(values, missing, sample_measures(model, data, train_codes, n, seed, config.data_cache, progress))
+            say("sample quality (training the data set's feature net first if it is not cached)")
+            classifier = get_classifier(data, config.data_cache, progress=progress)
+            _merge(values, missing, sample_measures(model, classifier, data.x_test[:n], train_codes, seed))
     with _timed(seconds, "latent"):
         test_codes, test_logvar = latent.encode_means(model, x_test)
         values["active_units"] = latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)
-        if skip_latent or not labelled:
-            missing.update(_not_computed("probes", "skipped with --skip-latent" if skip_latent else NO_LABELS))
+        if skip_latent:
+            missing.update(_not_computed("probes", "skipped with --skip-latent"))
         else:
             say("latent probes and interpolation")
-            _merge(
-                values,
-                missing,
-                latent_measures(model, train_codes, test_codes, data.y_train.numpy(), data.y_test.numpy(), seed),
-            )
+            y_train, y_test = (data.y_train.numpy(), data.y_test.numpy()) if labelled else (None, None)
+            _merge(values, missing, latent_measures(model, train_codes, test_codes, y_train, y_test, seed))
     iwae_k = k if has_likelihood(model) and not skip_iwae else None
-    notes = evaluation_notes(run, data, len(x_test), iwae_k, None if skip_samples or not labelled else n, seed)
+    notes = evaluation_notes(run, data, len(x_test), iwae_k, None if skip_samples else n, seed, classifier)
     notes["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     notes["not_measured"] = missing
     return {
@@ -488,24 +496,32 @@ def per_dimension(mu: np.ndarray, logvar: np.ndarray | None) -> dict[str, list[f
 
 
 def evaluation_notes(
-    run: Run, data: ImageData, n_test: int, iwae_k: int | None, n_samples: int | None, seed: int
+    run: Run,
+    data: ImageData,
+    n_test: int,
+    iwae_k: int | None,
+    n_samples: int | None,
+    seed: int,
+    feature_net: Classifier | None = None,
 ) -> dict:
-    """What exactly was computed, written from the constants in vaelab.measures (iwae_k and n_samples are None
-    where the bound or the sample measures were not computed)."""
+    """What exactly was computed, written from the constants in vaelab.measures (iwae_k, n_samples and the
+    feature net of the sample measures are None where the bound or the sample measures were not computed)."""
     config = run.config
     if iwae_k is not None:
         iwae = f"-L_K, Burda et al. (2016) eq. 8, K={iwae_k} samples per image: an upper bound on -log p(x)"
     else:
         iwae = "not computed" if has_likelihood(run.model) else "not applicable: the AE has no posterior"
     labelled = data.y_train is not None and data.y_test is not None
-    if n_samples is not None:
+    if n_samples is not None and feature_net is not None:
         samples = (
-            f"{n_samples} decoded means d(z) per sampler, against the first {n_samples} grey-level test "
-            "images, in the penultimate features of vaelab's classifier (FD is not Inception's FID); "
-            "prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training codes mu(x)"
+            f"{n_samples} decoded means d(z) per sampler, against the first {n_samples} test images in [0, 1] "
+            f"(never binarised), in the penultimate features of a {feature_net.name} (see features; FD is not "
+            "Inception's FID); prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training "
+            "codes mu(x)"
         )
     else:
-        samples = "not computed" if labelled else "not computed: no labels"
+        samples = "not computed"
+    pairs = "of different classes" if labelled else "of two different images drawn at random (no labels)"
     return {
         "test_images": n_test,
         "likelihood": _targets_note(config),
@@ -517,6 +533,7 @@ def evaluation_notes(
         "bits_per_dim": bits_per_dim_method(config, run.model, data.max_value, data.x_test)[1],
         "recon_sq_error": "||x - d(mu(x))||^2 summed over pixels, decoded mean in [0, 1], grey-level x",
         "samples": samples,
+        "features": None if feature_net is None else feature_net.description,
         "precision_recall_k": PR_K,
         "class_entropy_max_nats": math.log(int(data.y_test.max()) + 1) if labelled else None,
         "latent": f"codes are encoder means mu(x); k-NN k={KNN_K}, neighbourhood k={NEIGHBOURS}, "
@@ -524,7 +541,7 @@ def evaluation_notes(
         "active_units": (
             f"dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} on the test split (Burda et al. 2016)"
         ),
-        "interpolation": f"{INTERP_PAIRS} test pairs of different classes, {INTERP_POINTS} decoded points each; "
+        "interpolation": f"{INTERP_PAIRS} test pairs {pairs}, {INTERP_POINTS} decoded points each; "
         "evenness = max step / mean step, straightness = path length / endpoint distance (1 is best)",
         "seed": seed,
     }

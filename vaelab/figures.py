@@ -190,10 +190,11 @@ def _labels(view: RunView, index: np.ndarray | None = None) -> tuple[np.ndarray 
 
 
 def _balanced_indices(view: RunView, n: int, seed: int) -> np.ndarray:
-    """n test indices drawn with a seeded generator, taking the classes in turn when there are labels."""
+    """n test indices drawn with a seeded generator, taking the classes in turn when there are labels; without
+    labels, n indices evenly spaced through the test split from a seeded start (the split is stored shuffled)."""
     rng = np.random.default_rng(seed)
     if view.data.y_test is None:
-        return np.sort(rng.choice(len(view.x_test), size=min(n, len(view.x_test)), replace=False))
+        return evenly_spaced(len(view.x_test), n, int(rng.integers(len(view.x_test))))
     y = view.data.y_test.numpy()
     per_class = [rng.permutation(np.flatnonzero(y == c)).tolist() for c in np.unique(y)]
     picked: list[int] = []
@@ -202,6 +203,12 @@ def _balanced_indices(view: RunView, n: int, seed: int) -> np.ndarray:
             if pool and len(picked) < n:
                 picked.append(pool.pop())
     return np.array(picked)
+
+
+def evenly_spaced(size: int, n: int, start: int = 0) -> np.ndarray:
+    """min(n, size) different indices into range(size), spaced size / n apart from `start`, wrapping around.  # (n,)"""
+    n = min(n, size)
+    return (start + np.arange(n) * size // n) % size
 
 
 # ----- one function per figure kind: (runs, options) -> Figure -----
@@ -223,7 +230,10 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
         panels.append(
             plots.ScatterPanel(f"{view.title}\n{how} of {len(points)} test images", points, labels, axis_labels, names)
         )
-    return plots.latent_scatter(panels, "Where the encoder puts the test images, coloured by their label")
+    labelled = [panel.labels is not None for panel in panels]
+    how = "coloured by their label" if any(labelled) else "uncoloured: the data has no labels"
+    how += "" if all(labelled) or not any(labelled) else " where the data has them"
+    return plots.latent_scatter(panels, f"Where the encoder puts the test images, {how}")
 
 
 def posterior_figure(views: list[RunView], options: FigureOptions) -> Figure:

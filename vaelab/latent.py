@@ -74,15 +74,23 @@ def active_units(mu: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> in
     return int((mean_variances(mu) > threshold).sum())
 
 
-def different_class_pairs(y: np.ndarray, n_pairs: int, seed: int = 0) -> np.ndarray:
-    """n_pairs (i, j) index pairs of images with different labels, drawn with a seeded generator.  # (P, 2)"""
-    if len(np.unique(y)) < 2:
+def interpolation_pairs(n_images: int, n_pairs: int, labels: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """n_pairs (i, j) index pairs of two different images, of different labels when there are labels, drawn with
+    a seeded generator.  # (P, 2)
+
+    Without labels the pairs are two different images drawn at random, so the measures of the path between
+    them stay defined on unlabelled data (a different population of pairs: compare like with like).
+    """
+    if labels is not None and len(np.unique(labels)) < 2:
         raise ValueError("interpolation pairs need at least two classes")
+    if n_images < 2:
+        raise ValueError("interpolation pairs need at least two images")
     rng = np.random.default_rng(seed)
     pairs = []
     while len(pairs) < n_pairs:
-        i, j = rng.integers(len(y), size=2)
-        if y[i] != y[j]:
+        i, j = rng.integers(n_images, size=2)
+        different = (i != j) if labels is None else (labels[i] != labels[j])
+        if different:
             pairs.append((i, j))
     return np.array(pairs, dtype=np.int64)
 

@@ -155,7 +155,7 @@ def _likelihood_measures() -> list[Measure]:
             "classifier's test accuracy",
             None,
             "test accuracy of the data set's CNN classifier whose features the sample metrics use (the same "
-            "for every model)",
+            "for every model; data without labels uses a rotation-prediction net instead, see notes.features)",
             "vaelab.classifier.get_classifier",
             "samples",
         ),
@@ -170,8 +170,8 @@ def _sample_measures(sampler: str, samples: str, where: str) -> list[Measure]:
             "generation",
             f"Fréchet distance, {samples}",
             "lower",
-            f"Frechet distance between classifier features of test images and of decoded {where} (FD, not "
-            "Inception's FID)",
+            f"Frechet distance between the feature net's features (notes.features) of test images and of decoded "
+            f"{where} (FD, not Inception's FID)",
             f"{quality}.frechet_distance",
             "samples",
         ),
@@ -335,6 +335,9 @@ def summary_table(evaluation: dict, source: str = "the evaluation") -> str:
     lines.insert(1, "-" * max(map(len, lines)))
     for why, measures in missing.items():
         lines += textwrap.wrap(f"not measured ({why}): {'; '.join(_names(measures))}", 110, subsequent_indent="  ")
+    features = evaluation.get("notes", {}).get("features")
+    if isinstance(features, str):  # which network's features FD, precision and recall were measured in
+        lines += textwrap.wrap(f"features: {features}", 110, subsequent_indent="  ")
     return "\n".join(lines)
 
 

@@ -51,9 +51,22 @@ TITLE_ROOM = 0.94  # share of its figure or column a title's line may fill, leav
 IMAGE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
+def on_white(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images in [0, 1] as grey (C = 1) or RGB (C = 3) pictures: grey + alpha (C = 2) and RGBA
+    (C = 4) are composited over white, colour * alpha + (1 - alpha), as a viewer shows them on a white page."""
+    c = images.shape[1]
+    if c in (2, 4):
+        colour, alpha = images[:, :-1], images[:, -1:]
+        return colour * alpha + (1.0 - alpha)
+    if c not in (1, 3):
+        raise VaelabError(f"cannot draw images of {c} channels: vaelab draws 1 (grey), 2, 3 (RGB) or 4 (RGBA)")
+    return images
+
+
 def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> np.ndarray:
-    """Tile (N, C, H, W) images in [0, 1] into one (rows*(H+pad)+pad, ncol*(W+pad)+pad[, C]) array, padding white."""
-    images = images.detach().cpu().clamp(0, 1).numpy()
+    """Tile (N, C, H, W) images in [0, 1] into one (rows*(H+pad)+pad, ncol*(W+pad)+pad) grey or (..., 3) RGB
+    array, padding white (see on_white for 2 and 4 channels)."""
+    images = on_white(images.detach().cpu().clamp(0, 1).numpy())
     n, c, h, w = images.shape
     nrow = -(-n // ncol)
     grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
@@ -198,6 +211,12 @@ def _class_legend(fig: Figure, labels: np.ndarray | None, names: list[str] | Non
     fig.legend(handles=handles, loc="outside right center", title=title, frameon=False)
 
 
+def _first_labelled(panels: list) -> tuple[np.ndarray | None, list[str] | None]:
+    """(labels, class names) of the first panel with labels, which the shared legend shows; (None, None) if none."""
+    labelled = next((panel for panel in panels if panel.labels is not None), None)
+    return (None, None) if labelled is None else (labelled.labels, labelled.class_names)
+
+
 def _class_style(label: int) -> dict:
     return {"color": CLASS_COLOURS[label % 10], "marker": CLASS_MARKERS[label % 10]}
 
@@ -228,7 +247,7 @@ def latent_scatter(panels: list[ScatterPanel], title: str) -> Figure:
         ax.set_xlabel(panel.axis_labels[0])
         ax.set_ylabel(panel.axis_labels[1])
         ax.grid(alpha=0.3)
-    _class_legend(fig, panels[0].labels, panels[0].class_names)
+    _class_legend(fig, *_first_labelled(panels))
     return _titled(fig, title)
 
 
@@ -295,7 +314,7 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         ax.set_xlabel("z₁")
         ax.set_ylabel("z₂")
         ax.set_title(f"{panel.title}\n{len(panel.mu)} test images", fontsize=10)
-    _class_legend(fig, panels[0].labels, panels[0].class_names)
+    _class_legend(fig, *_first_labelled(panels))
     return _titled(
         fig,
         "Each test image x is a distribution q(z|x)\n"
