@@ -103,6 +103,14 @@ def test_the_pickled_python_version_is_refused_without_unpickling(tmp_path):
     assert not marker.exists()
 
 
+def test_an_archive_missing_a_batch_names_it(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar10(folder)
+    (folder / "test_batch.bin").unlink()
+    with pytest.raises(VaelabError, match="batch file test_batch.bin is missing"):
+        _load(tar_gz(tmp_path / "cifar-10-binary.tar.gz", folder), tmp_path / "cache")
+
+
 @pytest.mark.parametrize("content", [b"not a gzip stream at all", b"\x1f\x8b\x08\x00" + bytes(20)])
 def test_a_tar_gz_that_is_not_a_cifar_archive_is_refused(tmp_path, content):
     archive = tmp_path / "broken.tar.gz"

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -136,40 +137,42 @@ def _safe(name: str) -> str:
 
 def _build_cache(listing: Listing, options: LoadOptions, progress: bool, writer: CacheWriter) -> None:
     """Read every header, split, then decode the images in split order (train first) into `writer`."""
-    chunks = _chunks(listing.files)
-    headers = [h for part in _in_parallel(_probe_chunk, chunks, "reading image headers", progress) for h in part]
-    bad = [(path, h) for path, h in zip(listing.files, headers) if isinstance(h, str)]
-    _refuse_bad(bad, options)
+    headers = [
+        h for part in _in_parallel(_probe_chunk, _chunks(listing.files), "reading headers", progress) for h in part
+    ]
+    unreadable = _refuse_bad([(path, h) for path, h in zip(listing.files, headers) if isinstance(h, str)], options)
     good = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+    if not good:
+        raise VaelabError(f"{listing.root}: none of its {len(headers)} image files can be read")
     size = options.size or _one_size(listing, [(listing.files[i], headers[i][:2]) for i in good])
     channels = options.channels or (3 if any(headers[i][2] for i in good) else 1)
     labels = None if listing.labels is None else np.array(listing.labels)[good]
     train, test = split_indices(str(listing.root), len(good), labels, options.test_split)
-    order = np.array(good)[np.concatenate([train, test])]
+    order = np.array(good)[np.concatenate([train, test])]  # file positions, train first
+    chunks = _chunks(order.tolist())
+    paths = [[listing.files[i] for i in chunk] for chunk in chunks]
     decode = partial(_decode_chunk, size=size, channels=channels)
-    kept, failed = [], []
-    order_chunks = _chunks(list(order))
-    paths = [[listing.files[i] for i in chunk] for chunk in order_chunks]
-    for chunk, (images, failures) in zip(order_chunks, _in_parallel(decode, paths, "decoding images", progress)):
-        bad_here = {k for k, _ in failures}
-        _refuse_bad([(listing.files[chunk[k]], reason) for k, reason in failures], options)
-        failed += [chunk[k] for k in bad_here]
-        kept += [position for k, position in enumerate(chunk) if k not in bad_here]
+    kept = []
+    for chunk, (images, failures) in zip(chunks, _in_parallel(decode, paths, "decoding images", progress)):
+        unreadable += _refuse_bad([(listing.files[chunk[k]], reason) for k, reason in failures], options)
+        failed = {k for k, _ in failures}
+        kept += [position for k, position in enumerate(chunk) if k not in failed]
         writer.write(images)
-    n_train = len(set(kept) & set(order[: len(train)].tolist()))
-    notes = [] if not (bad or failed) else [f"skipped {len(bad) + len(failed)} unreadable image files"]
+    train_positions = set(order[: len(train)].tolist())
     writer.finish(
-        n_train,
+        sum(position in train_positions for position in kept),
         labels=None if listing.labels is None else [listing.labels[i] for i in kept],
         label_names=listing.class_names,
-        notes=notes,
+        notes=[f"skipped {unreadable} unreadable image files"] if unreadable else [],
     )
 
 
-def _refuse_bad(bad: list[tuple[Path, str]], options: LoadOptions) -> None:
+def _refuse_bad(bad: list[tuple[Path, str]], options: LoadOptions) -> int:
+    """The number of unreadable files, which --skip-bad-images skips; without it, an error naming the first."""
     if bad and not options.skip_bad_images:
         path, reason = bad[0]
         raise VaelabError(f"{path}: cannot read this image ({reason}); fix or remove it, or pass --skip-bad-images")
+    return len(bad)
 
 
 def _one_size(listing: Listing, sizes: list[tuple[Path, tuple[int, int]]]) -> tuple[int, int]:
@@ -208,6 +211,8 @@ def _in_parallel(function: Callable[[list], object], chunks: list[list], what: s
         for chunk, result in zip(chunks, results):
             bar.update(len(chunk))
             yield result
+    except BrokenProcessPool:
+        raise VaelabError(f"a process {what} died (out of memory?); nothing was cached") from None
     finally:
         bar.close()
         if pool is not None:
