@@ -183,8 +183,10 @@ def time_memory(args: argparse.Namespace, folder: Path, cache: Path) -> None:
     uint8_size = results["uint8"]["uint8_bytes"]
     for mode, result in results.items():
         share = result["data_bytes"] / uint8_size
-        print(f"peak resident memory of the data, {mode} path: {result['data_bytes'] / 2**20:,.0f} MiB = "
-              f"{share:.2f}x the uint8 size ({uint8_size / 2**20:,.0f} MiB)")
+        print(
+            f"peak resident memory of the data, {mode} path: {result['data_bytes'] / 2**20:,.0f} MiB = "
+            f"{share:.2f}x the uint8 size ({uint8_size / 2**20:,.0f} MiB)"
+        )
     print("aim: the uint8 path within 1.2x of the uint8 size (memory-mapped pages the kernel may also drop)")
 
 

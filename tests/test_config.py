@@ -110,7 +110,12 @@ def test_layer_widths_are_bounded_by_max_width():
 def test_every_field_carries_its_help_group_and_allowed_values():
     for f in dataclasses.fields(RunConfig):
         assert f.metadata["help"] and f.metadata["group"] in GROUPS, f.name
-        if isinstance(getattr(RunConfig(), f.name), str) and f.name not in ("data", "data_cache", "tensorboard"):
+        if isinstance(getattr(RunConfig(), f.name), str) and f.name not in (
+            "data",
+            "data_cache",
+            "tensorboard",
+            "image_size",
+        ):
             assert getattr(RunConfig(), f.name) in f.metadata["choices"], f.name
 
 

@@ -105,7 +105,7 @@ def test_fashion_mnist_reads_debians_real_files(tmp_path):
 
 
 def test_fashion_mnist_absent_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(data_module.idx, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
     with pytest.raises(VaelabError, match=r"--download.*apt-get install dataset-fashion-mnist"):
         load_data("fashion-mnist", cache_dir=str(tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()
@@ -227,8 +227,11 @@ def test_npz_with_channels_and_its_own_test_split_is_kept_as_given(tmp_path):
     np.savez(tmp_path / "c.npz", x=x, x_test=x_test)
     data = load_data(str(tmp_path / "c.npz"))
     assert data.image_shape == (3, 4, 4) and data.y_train is None
-    np.testing.assert_allclose(data.x_train.numpy(), x, rtol=1e-7)
-    np.testing.assert_allclose(data.x_test.numpy(), x_test, rtol=1e-7)
+    # Float pixels are stored as 8-bit round(255 x): within half a level of the originals, and the line says so.
+    assert data.pixels_train.dtype == torch.uint8 and data.max_value == 255
+    np.testing.assert_allclose(data.x_train.numpy(), x, rtol=0, atol=0.5 / 255 + 1e-7)
+    np.testing.assert_allclose(data.x_test.numpy(), x_test, rtol=0, atol=0.5 / 255 + 1e-7)
+    assert "round(255 x)" in data.description
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
@@ -418,9 +421,9 @@ def test_static_binarisation_is_fixed_by_the_seed_and_the_test_split_by_test_see
 
 def test_no_binarisation_keeps_grey_levels_and_dynamic_keeps_train_grey(digits):
     x_train, x_test = training_targets(RunConfig(binarize="none"), digits)
-    assert x_train is digits.x_train and x_test is digits.x_test
+    assert torch.equal(x_train, digits.x_train) and x_test is digits.x_test
     x_train, x_test = training_targets(RunConfig(binarize="dynamic"), digits)
-    assert x_train is digits.x_train  # redrawn per batch inside the training loop
+    assert torch.equal(x_train, digits.x_train)  # redrawn per batch inside the training loop
     assert set(x_test.unique().tolist()) == {0.0, 1.0}
 
 

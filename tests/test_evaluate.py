@@ -169,7 +169,7 @@ def _few_test_images(digits, n: int, one_class: bool):
     else:
         picks = np.array([np.flatnonzero(labels == c)[0] for c in range(n)])
     picks = torch.from_numpy(picks)
-    return dataclasses.replace(digits, x_test=digits.x_test[picks], y_test=digits.y_test[picks])
+    return dataclasses.replace(digits, pixels_test=digits.pixels_test[picks], y_test=digits.y_test[picks])
 
 
 @pytest.mark.parametrize("n,one_class", [(3, False), (3, True), (1, True)])

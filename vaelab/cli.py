@@ -215,11 +215,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _run_and_data(args: argparse.Namespace):
     """The run named on the command line and its data (or --data), checked to fit each other."""
-    from vaelab.data import check_matches, load_data
+    from vaelab.data import check_matches, load_data_for
     from vaelab.runs import load_run
 
     run = load_run(args.run)
-    data = load_data(args.data or run.config.data, run.config.download, run.config.data_cache)
+    data = load_data_for(run.config, args.data)
     check_matches(data, run.model.image_shape, f"the model in {args.run}")
     return run, data
 

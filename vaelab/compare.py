@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vaelab.atomic import atomic_write_bytes, atomic_write_json
 from vaelab.config import RunConfig
-from vaelab.data import ImageData, check_matches, load_data
+from vaelab.data import ImageData, check_matches, load_data_for
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate_run
 from vaelab.measures import MEASURES, format_value
@@ -125,7 +125,7 @@ def compare(
     """Train (or load) every model, evaluate each on one data set, write comparison.json and comparison.md."""
     out = Path(out)
     shared, planned = plan_models(specs, data, {**(base or {}), "epochs": epochs, "seed": seed})
-    image_data = load_data(shared.data, shared.download, shared.data_cache)
+    image_data = load_data_for(shared, progress=progress)
     for what in planned.values():
         check_likelihood_data(what.config if isinstance(what, Run) else what, image_data.max_value, image_data.x_test)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
 from dataclasses import dataclass, field
 
@@ -37,6 +38,23 @@ CONV_CHANNELS = (32, 64, 128, 256)
 MAX_LAYERS = 64  # hidden layers: far deeper than a plain MLP trains; a bound keeps a typo from building for ages
 MAX_COUNT = 2**31 - 1  # epochs, batch size, warm-up: beyond any real run, and refuses 5000-digit integers
 SEED_RANGE = (0, 2**32 - 1)  # numpy and torch both take 32-bit seeds
+# Largest --image-size side: 4096x4096 RGB is 50 MB a uint8 image already; larger is a typo, not a data set.
+MAX_IMAGE_SIDE = 4096
+
+
+def parse_image_size(text: str) -> tuple[int, int] | None:
+    """--image-size: '' -> None (keep the images' size), 'S' -> (S, S), 'HxW' -> (H, W), sides 1..MAX_IMAGE_SIDE."""
+    if text == "":
+        return None
+    match = re.fullmatch(r"(\d{1,5})(?:x(\d{1,5}))?", text.strip().lower(), re.ASCII)
+    if match:
+        height = int(match[1])
+        width = int(match[2] or height)
+        if 1 <= min(height, width) and max(height, width) <= MAX_IMAGE_SIDE:
+            return height, width
+    raise VaelabError(
+        f"image_size must be S or HxW with sides from 1 to {MAX_IMAGE_SIDE} (e.g. 64 or 48x64), got {_short(text)}"
+    )
 
 
 def _setting(
@@ -53,10 +71,35 @@ def _setting(
 class RunConfig:
     model: str = _setting("vae", "ae: deterministic, squared-error loss; vae: the negative ELBO", "model", MODELS)
     data: str = _setting(
-        "mnist5k", "mnist5k, digits, mnist, fashion-mnist, a folder of IDX files or an .npz file", "data"
+        "mnist5k",
+        "mnist5k, digits, shapes, mnist, fashion-mnist, a folder of images (one sub-folder per class, or flat), "
+        "of IDX files or of CIFAR-10/100 binary batches, a CIFAR binary .tar.gz, an .npz or an .npy file",
+        "data",
     )
     download: bool = _setting(False, "allow fetching mnist/fashion-mnist into --data-cache", "data")
-    data_cache: str = _setting("~/.cache/vaelab", "where downloaded IDX files are kept", "data")
+    data_cache: str = _setting(
+        "~/.cache/vaelab",
+        "where downloaded IDX files and decoded images (image folders, CIFAR, shapes) are kept",
+        "data",
+    )
+    image_size: str = _setting(
+        "",
+        "S or HxW: resize the images of a folder (shorter side to fit, then centre-crop) or draw shapes at that size; "
+        "empty keeps a folder's one size",
+        "data",
+    )
+    channels: int = _setting(
+        0,
+        "1 (grey) or 3 (RGB) for image folders and shapes; 0 = 3 when any image has colour, else 1",
+        "data",
+        bounds=(0, 3),
+    )
+    test_split: float = _setting(
+        0.2, "fraction held out for testing (seeded, stratified by label) where the data has no test split", "data"
+    )
+    skip_bad_images: bool = _setting(
+        False, "skip (and count) unreadable or truncated files of an image folder instead of stopping", "data"
+    )
     arch: str = _setting(
         "mlp",
         "network: the lecture's MLP; conv (stride-2 convolutions, any image from 8x8); resnet (conv with a "
@@ -131,6 +174,11 @@ class RunConfig:
                 f"likelihood {self.likelihood} scores the 256 levels of 8-bit images, and binarize makes them "
                 "0 or 1: use --binarize none, or --likelihood bernoulli for binarised images"
             )
+        if self.channels not in (0, 1, 3):
+            raise VaelabError(f"channels must be 0 (automatic), 1 or 3, got {_short(self.channels)}")
+        if not (math.isfinite(self.test_split) and 0 < self.test_split < 1):
+            raise VaelabError(f"test_split must be a fraction between 0 and 1 (exclusive), got {self.test_split}")
+        parse_image_size(self.image_size)
         if self.binarize != "none" and self.likelihood != "bernoulli":
             raise VaelabError("binarize applies to the bernoulli likelihood only")
         if self.mixture_components != DEFAULT_COMPONENTS and self.likelihood != "logistic-mixture":

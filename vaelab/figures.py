@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from vaelab import objectives, plots
 from vaelab.config import SEED_RANGE
-from vaelab.data import ImageData, check_matches, load_data, training_targets
+from vaelab.data import ImageData, check_matches, load_data_for, training_targets
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD
@@ -90,7 +90,7 @@ def open_runs(paths: list[str | Path], data_source: str | None = None) -> list[R
         run = load_run(path)
         source = data_source or run.config.data
         if source not in cache:
-            cache[source] = load_data(source, run.config.download, run.config.data_cache)
+            cache[source] = load_data_for(run.config, source)
         data = cache[source]
         check_matches(data, run.model.image_shape, f"the model in {path}")
         views.append(RunView(name, run, data, training_targets(run.config, data)[1]))

@@ -1,4 +1,7 @@
-"""The training loop: whole data set in memory, batches sliced from a shuffled permutation, Adam.
+"""The training loop: batches gathered from a shuffled permutation of the stored (uint8) images, Adam.
+
+Only a batch is ever converted to float, so training holds the data at one byte a pixel, in memory or
+memory-mapped from the decode cache (vaelab.data).
 
 Reproducibility: every epoch reseeds its random streams from (seed, epoch), so an interrupted run resumed from
 its last checkpoint replays exactly the batches, binarisations and noise the uninterrupted run would have seen.
@@ -15,7 +18,7 @@ from tqdm import tqdm
 
 from vaelab import objectives
 from vaelab.config import RunConfig
-from vaelab.data import TEST_SEED, ImageData, binarize, check_matches, load_data, training_targets
+from vaelab.data import TEST_SEED, ImageData, Pixels, binarize, check_matches, load_data_for, training_pixels
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
 from vaelab.models import AutoEncoder, build_model, check_likelihood_data, reconstruct, sample_prior
@@ -85,13 +88,15 @@ def train(
     out = Path(out)
     with RunFolder(out, resume) as folder:
         if data is None:
-            data = load_data(config.data, config.download, config.data_cache)
+            data = load_data_for(config, progress=progress)
+            if progress:
+                print(data.description, flush=True)
         check_likelihood_data(config, data.max_value, data.x_test)
         torch.manual_seed(config.seed)
         model = build_model(config, data.image_shape)
         optimizer = make_optimizer(model, config.lr)
         history = _resume(folder, config, data, model, optimizer) if resume else []
-        x_train, x_test = training_targets(config, data)
+        x_train, x_test = training_pixels(config, data)
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
         board = _open_tensorboard(config.tensorboard, len(history) + 1) if config.tensorboard else None
         for epoch in range(len(history) + 1, config.epochs + 1):
@@ -130,7 +135,7 @@ def _open_tensorboard(log_dir: str, first_epoch: int):
     return open_writer(log_dir, first_epoch)
 
 
-def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: torch.Tensor) -> None:
+def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: Pixels) -> None:
     """The epoch's numbers, 16 prior samples from one fixed seed (the same codes every epoch, so the grid shows them
     learning) and the first 16 test images over their reconstructions."""
     from vaelab.tensorboard_log import log_epoch
@@ -167,12 +172,15 @@ def train_epoch(
     model: AutoEncoder,
     optimizer: torch.optim.Optimizer,
     config: RunConfig,
-    x_train: torch.Tensor,
+    x_train: Pixels | torch.Tensor,
     epoch: int,
     steps_per_epoch: int,
     progress: bool = False,
 ) -> dict[str, float]:
-    """One pass over the shuffled training set; returns the image-weighted means of loss, recon and kl."""
+    """One pass over the shuffled training set (stored pixels, or float images in [0, 1]); returns the
+    image-weighted means of loss, recon and kl."""
+    if isinstance(x_train, torch.Tensor):
+        x_train = Pixels(x_train, 1)
     model.train()
     seed = epoch_seed(config.seed, epoch)
     torch.manual_seed(seed)  # reparameterisation noise and dynamic binarisation
@@ -187,8 +195,7 @@ def train_epoch(
         mininterval=0.5,
     )
     for batch, start in enumerate(range(0, len(x_train), config.batch_size)):
-        # index_select rather than x_train[idx]: the same gather, without advanced indexing's overhead.
-        x = x_train.index_select(0, order[start : start + config.batch_size])  # (B, C, H, W)
+        x = x_train.gather(order[start : start + config.batch_size])  # (B, C, H, W) float, the batch alone
         if config.binarize == "dynamic":
             x = binarize(x)
         beta = kl_weight(config, (epoch - 1) * steps_per_epoch + batch, steps_per_epoch)
