@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -86,7 +86,7 @@ class PngFolder(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         path, label = self.items[i]
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            array = np.array(image.convert("RGB"), dtype=np.uint8)
         return torch.from_numpy(array).permute(2, 0, 1).float().div(255), label
 
 
@@ -100,16 +100,21 @@ def step(model, optimizer, x: torch.Tensor) -> None:
 
 
 def vaelab_steps(model, optimizer, data, steps: int, batch_size: int, seed: int) -> None:
+    """`steps` training steps on batches gathered from the uint8 split (model None: the data path alone)."""
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
     for s in range(steps):
-        step(model, optimizer, data.train.gather(order[s * batch_size : (s + 1) * batch_size]))
+        x = data.train.gather(order[s * batch_size : (s + 1) * batch_size])
+        if model is not None:
+            step(model, optimizer, x)
 
 
 def loader_steps(model, optimizer, loader, steps: int) -> None:
+    """`steps` training steps on the DataLoader's batches (model None: the data path alone)."""
     for s, (x, _) in enumerate(loader):
         if s == steps:
             break
-        step(model, optimizer, x)
+        if model is not None:
+            step(model, optimizer, x)
 
 
 def time_loads(folder: Path, cache: Path) -> object:
@@ -126,7 +131,8 @@ def time_loads(folder: Path, cache: Path) -> object:
 
 
 def time_epochs(args: argparse.Namespace, folder: Path, data) -> None:
-    """Alternating rounds of `steps` steps each; images/s per contender and the per-round ratio."""
+    """Alternating rounds of `steps` batches per contender: training steps of the same model, and the data path
+    alone (batches made, no model); images/s and the per-round ratios."""
     config = RunConfig(data=str(folder), z_dim=20)
     torch.manual_seed(0)
     model = build_model(config, data.image_shape)
@@ -134,43 +140,58 @@ def time_epochs(args: argparse.Namespace, folder: Path, data) -> None:
     loader = torch.utils.data.DataLoader(
         PngFolder(folder), batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True
     )
-    images = args.steps * args.batch_size
-    print(f"{'round':>5s} {'vaelab img/s':>13s} {'ImageFolder img/s':>18s} {'ratio':>6s}")
-    ratios = []
+    contenders = {
+        "vaelab train": lambda r: vaelab_steps(model, optimizer, data, args.steps, args.batch_size, r),
+        "folder train": lambda r: loader_steps(model, optimizer, loader, args.steps),
+        "vaelab data": lambda r: vaelab_steps(None, None, data, args.steps, args.batch_size, r),
+        "folder data": lambda r: loader_steps(None, None, loader, args.steps),
+    }
+    names = list(contenders)
+    print("round " + " ".join(f"{name + ' img/s':>18s}" for name in names) + "  train ratio  data ratio")
+    ratios = {"train": [], "data": []}
     for r in range(args.rounds):
         rates = {}
-        contenders = {
-            "vaelab": lambda r=r: vaelab_steps(model, optimizer, data, args.steps, args.batch_size, r),
-            "folder": lambda: loader_steps(model, optimizer, loader, args.steps),
-        }
-        for name in list(contenders)[r % 2 :] + list(contenders)[: r % 2]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             started = time.perf_counter()
-            contenders[name]()
-            rates[name] = images / (time.perf_counter() - started)
-        ratios.append(rates["vaelab"] / rates["folder"])
-        print(f"{r + 1:5d} {rates['vaelab']:13,.0f} {rates['folder']:18,.0f} {ratios[-1]:5.2f}x")
-    print(f"vaelab's speed-up over the ImageFolder loop, median of rounds: {np.median(ratios):.2f}x (aim: 5x)")
+            contenders[name](r)
+            rates[name] = args.steps * args.batch_size / (time.perf_counter() - started)
+        for kind in ratios:
+            ratios[kind].append(rates[f"vaelab {kind}"] / rates[f"folder {kind}"])
+        print(
+            f"{r + 1:5d} "
+            + " ".join(f"{rates[name]:18,.0f}" for name in names)
+            + f"  {ratios['train'][-1]:10.2f}x {ratios['data'][-1]:10.1f}x"
+        )
+    print(
+        f"vaelab's speed-up over the ImageFolder loop, median of rounds: training {np.median(ratios['train']):.2f}x "
+        f"(aim: 5x), data path alone {np.median(ratios['data']):.1f}x"
+    )
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (file-backed pages of a memory map included)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def child_memory(mode: str, folder: Path, cache: Path, steps: int, batch_size: int) -> None:
-    """Train `steps` steps from the data in a fresh process; print the data's share of peak resident memory."""
+    """Train from the data in a fresh process, touching every training image once as an epoch does; print the
+    largest resident memory seen above the process's memory before the data was read."""
     data = load_data(str(folder), cache_dir=str(cache))
     torch.manual_seed(0)
     model = build_model(RunConfig(data=str(folder)), data.image_shape)
     optimizer = make_optimizer(model, 1e-3)
-    step(model, optimizer, data.train.gather(torch.arange(batch_size)))  # the model's own memory, before the data
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if mode == "float32":
-        x = data.train.floats()  # (N, C, H, W) float32, held whole as vaelab used to
-        order = torch.randperm(len(x))
-        for s in range(steps):
-            step(model, optimizer, x.index_select(0, order[s * batch_size : (s + 1) * batch_size]))
-    else:
-        vaelab_steps(model, optimizer, data, steps, batch_size, 0)
-        # Every image of the split read once, as an epoch would: pages of the memory map come and go.
-        for start in range(0, len(data.train), 4096):
-            data.train[start : start + 4096].sum()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step(model, optimizer, data.test.gather(torch.arange(batch_size)))  # the model's own memory, before the data
+    baseline = peak = resident_bytes()
+    n = len(data.train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    x = data.train.floats() if mode == "float32" else None  # (N, C, H, W) float32, held whole as vaelab used to
+    for s in range(0, n, batch_size):
+        index = order[s : s + batch_size]
+        batch = x.index_select(0, index) if x is not None else data.train.gather(index)
+        if s // batch_size < steps:
+            step(model, optimizer, batch)
+        peak = max(peak, resident_bytes())
     print(json.dumps({"data_bytes": peak - baseline, "uint8_bytes": data.train.values.numel()}))
 
 
