@@ -39,6 +39,8 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_JSON_BYTES = 64 << 20  # checkpoint.json holds the history: ~1 kB an epoch
 MAX_CHANNELS = 4  # grey, grey + alpha, RGB, RGBA
 MAX_IMAGE_SIDE = 8192
+# What every history row holds as a number (the curves, the report's times and the summaries read them).
+HISTORY_NUMBERS = ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl", "seconds")
 ADAM_STATE = {"step": "scalar", "exp_avg": "param", "exp_avg_sq": "param"}  # what Adam keeps per parameter
 
 
@@ -108,9 +110,9 @@ def _check_pointer(pointer, path: Path) -> dict:
     _require(
         isinstance(history, list)
         and len(history) == pointer["epoch"]
-        and all(isinstance(row, dict) for row in history),
+        and all(map(_is_metrics_row, history)),
         path,
-        "history must hold one object per epoch",
+        "history must hold one metrics row per epoch",
     )
     return pointer
 
@@ -150,10 +152,30 @@ def read_history(run: Run) -> list[dict]:
             row = json.loads(line)
         except (ValueError, RecursionError) as exc:
             raise VaelabError(f"{path}, line {number}: unreadable ({exc})") from None
-        if not isinstance(row, dict) or not _is_int(row.get("epoch"), 1, 10**9):
-            raise VaelabError(f"{path}, line {number}: not a metrics row (an object with an integer epoch)")
+        if not _is_metrics_row(row):
+            raise VaelabError(
+                f"{path}, line {number}: not a metrics row (an object with an integer epoch and numbers as values)"
+            )
         rows.append(row)
     return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_metrics_row(row) -> bool:
+    """One line of metrics.jsonl: an integer epoch, and every other value a number, a list of numbers (the
+    per-dimension KL) or text (the scaling statement), as the training loop writes them."""
+    return (
+        isinstance(row, dict)
+        and _is_int(row.get("epoch"), 1, 10**9)
+        and all(_is_number(row.get(key)) for key in HISTORY_NUMBERS)
+        and all(
+            _is_number(v) or isinstance(v, str) or (isinstance(v, list) and all(map(_is_number, v)))
+            for v in row.values()
+        )
+    )
 
 
 def _sha256(path: Path) -> str:
