@@ -30,6 +30,11 @@ MAX_WIDTH = 65536
 MAX_LAYERS = 64  # hidden layers: far deeper than a plain MLP trains; a bound keeps a typo from building for ages
 MAX_COUNT = 2**31 - 1  # epochs, batch size, warm-up: beyond any real run, and refuses 5000-digit integers
 SEED_RANGE = (0, 2**32 - 1)  # numpy and torch both take 32-bit seeds
+# How a command computes (vaelab.devices), not what a run is: flags of every computing command, never saved in
+# config.json, so a run trained on one device resumes, evaluates and plots on another. Each epoch's row of
+# metrics.jsonl records what was used.
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _setting(

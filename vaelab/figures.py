@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from vaelab import objectives, plots
 from vaelab.config import SEED_RANGE
 from vaelab.data import ImageData, check_matches, load_data, training_targets
+from vaelab.devices import Compute
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD
@@ -81,8 +82,9 @@ class FigureOptions:
     seed: int = 0  # which test images and prior draws are shown
 
 
-def open_runs(paths: list[str | Path], data_source: str | None = None) -> list[RunView]:
-    """Load each run folder and its test data (each data set once), checked to fit the model."""
+def open_runs(paths: list[str | Path], data_source: str | None = None, compute: Compute | None = None) -> list[RunView]:
+    """Load each run folder and its test data (each data set once), checked to fit the model; each model moved to
+    compute's device (default: left on the CPU)."""
     cache: dict[str, ImageData] = {}
     views = []
     names = _display_names([Path(p) for p in paths])
@@ -93,6 +95,8 @@ def open_runs(paths: list[str | Path], data_source: str | None = None) -> list[R
             cache[source] = load_data(source, run.config.download, run.config.data_cache)
         data = cache[source]
         check_matches(data, run.model.image_shape, f"the model in {path}")
+        if compute is not None:
+            compute.prepare(run.model)
         views.append(RunView(name, run, data, training_targets(run.config, data)[1]))
     return views
 

@@ -39,17 +39,19 @@ class AutoEncoder(nn.Module):
         self.encoder = ENCODERS[config.arch](self.image_shape, config.hidden, out_dim, config.enc_activation)
         self.decoder = DECODERS[config.arch](self.image_shape, config.hidden, config.z_dim, config.dec_activation)
 
+    # Network outputs are cast to float32 (a no-op without autocast): under --precision bf16/fp16 the networks run
+    # in half precision, while the likelihood, the KL and their sums stay in float32.
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.encoder(x), None  # (B, Z), no variance
+        return self.encoder(x).float(), None  # (B, Z), no variance
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, C, H, W) logits
+        return self.decoder(z).float()  # (B, C, H, W) logits
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """The decoded image in [0, 1]: the lecture's final Sigmoid."""
         return torch.sigmoid(self.decode(z))
 
-    def loss_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(||x - d(e(x))||² (B,), zeros (B, Z)): the squared error of the image against its reconstruction."""
         z, _ = self.encode(x)
         recon = objectives.squared_error(self.decode_mean(z), x)  # (B,)
@@ -77,13 +79,16 @@ class VAE(AutoEncoder):
             self.register_buffer("fixed_pixel_logvar", torch.tensor(start), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, raw_logvar = self.encoder(x).chunk(2, dim=-1)  # (B, Z) each
+        mu, raw_logvar = self.encoder(x).float().chunk(2, dim=-1)  # (B, Z) each
         return mu, objectives.soft_clamp(raw_logvar, LOGVAR_BOUND)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I): the sample is differentiable in mu and logvar."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise=None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I): the sample is differentiable in mu and logvar. eps comes from
+        `noise` (a vaelab.noise.ImageNoise: the same per image however a batch is split across processes) when
+        given, else from torch's global generator."""
+        eps = torch.randn_like(mu) if noise is None else noise.normal_like(mu)
+        return mu + torch.exp(0.5 * logvar) * eps
 
     def log_likelihood(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """log p(x|z) in nats per image, from the decoder's logits.  # (B,) or (K, B)
@@ -101,10 +106,10 @@ class VAE(AutoEncoder):
             return objectives.soft_clamp(self.raw_pixel_logvar, LOGVAR_BOUND)
         return self.fixed_pixel_logvar
 
-    def loss_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(-E_q[log p(x|z)] estimated with one sample (B,), KL(q(z|x) || N(0, I)) per dimension (B, Z))."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar)
+        z = self.reparameterize(mu, logvar, noise)
         recon = -self.log_likelihood(self.decode(z), x)
         return recon, objectives.gaussian_kl(mu, logvar)
 
@@ -120,8 +125,8 @@ def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> AutoEnc
 @torch.no_grad()
 def sample_prior(model: AutoEncoder, n: int, seed: int = 0) -> torch.Tensor:
     """Decode n draws z ~ N(0, I): the VAE's generative model; for the AE, the lecture's 'random latent points'."""
-    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
-    return model.decode_mean(z)  # (n, C, H, W)
+    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z), on the host: any device
+    return model.decode_mean(z.to(next(model.parameters()).device))  # (n, C, H, W)
 
 
 @torch.no_grad()

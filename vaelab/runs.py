@@ -256,7 +256,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
     out = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            out[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+            out[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
     return out
 
 
@@ -363,7 +363,8 @@ class RunFolder:
     ) -> None:
         """Write the weights and optimiser state after len(history) epochs, then commit them (checkpoint.json)."""
         epoch = len(history)
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+        # On the host: a checkpoint names no device and loads onto any.
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         tensors.update(_optimizer_tensors(optimizer))
         name = f"checkpoint-{epoch:04d}.safetensors"
         payload = save(tensors)
