@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from vaelab.atomic import atomic_write_bytes, atomic_write_json
 from vaelab.data import ImageData
+from vaelab.devices import model_device
 from vaelab.errors import VaelabError
 
 # Bump when the architecture or the training recipe changes: cached classifiers of another version are retrained.
@@ -74,10 +75,11 @@ class Classifier:
     def features_and_probs(self, x: torch.Tensor, batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate-layer features (N, FEATURE_DIM) and class probabilities (N, n_classes) of images in [0, 1]."""
         feats, probs = [], []
+        device = model_device(self.net)
         for start in range(0, len(x), batch_size):
-            f = self.net.features(x[start : start + batch_size])
-            feats.append(f)
-            probs.append(torch.softmax(self.net.head(f), dim=1))
+            f = self.net.features(x[start : start + batch_size].to(device))
+            feats.append(f.cpu())
+            probs.append(torch.softmax(self.net.head(f), dim=1).cpu())
         return torch.cat(feats), torch.cat(probs)
 
 
@@ -90,15 +92,20 @@ def data_key(data: ImageData) -> str:
     return f"{safe_name}-{digest.hexdigest()[:16]}"
 
 
-def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progress: bool = False) -> Classifier:
-    """The cached classifier of this data set, trained on its training split first if there is none."""
+def get_classifier(
+    data: ImageData, cache_dir: str | Path, seed: int = 0, progress: bool = False, device: torch.device | None = None
+) -> Classifier:
+    """The cached classifier of this data set, trained on its training split first if there is none, on `device`
+    (default the CPU)."""
     if data.y_train is None or data.y_test is None:
         raise VaelabError(f"data {data.name!r} has no labels: the classifier-based metrics need them")
     directory = Path(cache_dir).expanduser() / "classifiers"
     stem = directory / data_key(data)
     weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     n_classes = int(max(data.y_train.max(), data.y_test.max())) + 1
-    net = ImageClassifier(data.image_shape, n_classes)
+    with torch.device("cpu"):
+        net = ImageClassifier(data.image_shape, n_classes)
+    net.to(device or "cpu")
     if weights.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -110,7 +117,7 @@ def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progre
     directory.mkdir(parents=True, exist_ok=True)
     epochs = train_classifier(net, data.x_train, data.y_train, seed, progress)
     accuracy = accuracy_of(net, data.x_test, data.y_test)
-    atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
+    atomic_write_bytes(weights, save({k: v.cpu().contiguous() for k, v in net.state_dict().items()}))
     atomic_write_json(
         meta_path,
         {
@@ -137,7 +144,9 @@ def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, see
     epochs = min(MAX_EPOCHS, max(2, math.ceil(MIN_STEPS / steps_per_epoch)))
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net.load_state_dict(ImageClassifier(tuple(x.shape[1:]), net.head.out_features).state_dict())  # seeded init
+    with torch.device("cpu"):  # seeded init on the host: the same starting weights on every device
+        net.load_state_dict(ImageClassifier(tuple(x.shape[1:]), net.head.out_features).state_dict())
+    device = model_device(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     net.train()
     with tqdm(
@@ -149,10 +158,10 @@ def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, see
         leave=False,
     ) as bar:
         for epoch in range(epochs):
-            order = torch.randperm(len(x), generator=generator)
+            order = torch.randperm(len(x), generator=generator, device="cpu")
             for start in range(0, len(x), BATCH_SIZE):
                 idx = order[start : start + BATCH_SIZE]
-                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+                loss = nn.functional.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -164,8 +173,9 @@ def train_classifier(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, see
 
 @torch.no_grad()
 def accuracy_of(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    device = model_device(net)
     correct = sum(
-        (net(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size]).sum().item()
+        (net(x[s : s + batch_size].to(device)).argmax(1).cpu() == y[s : s + batch_size]).sum().item()
         for s in range(0, len(x), batch_size)
     )
     return correct / len(x)

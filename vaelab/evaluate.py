@@ -143,10 +143,11 @@ def _with_se(name: str, values) -> dict[str, float | None]:
 def reconstruction_squared_error(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """||x - d(mu(x))||² per image, decoded mean in [0, 1]: one reconstruction measure for every model.  # (N,)"""
     errors = []
+    device = model_device(model)
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
+        xb = x[start : start + batch_size].to(device)
         mu, _ = model.encode(xb)
-        errors.append(objectives.squared_error(model.decode_mean(mu), xb).double())
+        errors.append(objectives.squared_error(model.decode_mean(mu), xb).cpu().double())
     return torch.cat(errors)
 
 
@@ -159,21 +160,24 @@ def fitted_gaussian(codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     cov = np.atleast_2d(np.cov(codes, rowvar=False))
     cov += np.eye(len(cov)) * (1e-6 * max(np.trace(cov) / len(cov), 1e-12))
     chol = np.linalg.cholesky(cov)
-    return torch.as_tensor(codes.mean(0), dtype=torch.float32), torch.as_tensor(chol, dtype=torch.float32)
+    return torch.from_numpy(codes.mean(0)).float(), torch.from_numpy(chol).float()
 
 
 @torch.no_grad()
 def decode_random_points(
     model: AutoEncoder, n: int, sampler: str, train_codes: np.ndarray, seed: int, batch_size: int = 2000
 ) -> torch.Tensor:
-    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian)."""
-    eps = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
+    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian), on the host.
+
+    The points are drawn on the host, so every device decodes the same ones."""
+    eps = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
     if sampler == "fitted":
         mean, chol = fitted_gaussian(train_codes)
         z = mean + eps @ chol.T
     else:
         z = eps
-    return torch.cat([model.decode_mean(z[s : s + batch_size]) for s in range(0, n, batch_size)])
+    device = model_device(model)
+    return torch.cat([model.decode_mean(z[s : s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
 
 
 def sample_metrics(
@@ -272,7 +276,7 @@ def sample_measures(
 ) -> tuple[dict[str, float], Missing]:
     """The classifier's test accuracy, and sample_metrics of n decoded points of every sampler against the
     first n grey-level test images."""
-    classifier = get_classifier(data, cache_dir, progress=progress)
+    classifier = get_classifier(data, cache_dir, progress=progress, device=model_device(model))
     values, missing = {"classifier_test_accuracy": classifier.test_accuracy}, {}
     real_features = classifier.features_and_probs(data.x_test[:n])[0].numpy()
     for i, sampler in enumerate(SAMPLERS):

@@ -124,13 +124,16 @@ def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> AutoEnc
 
 @torch.no_grad()
 def sample_prior(model: AutoEncoder, n: int, seed: int = 0) -> torch.Tensor:
-    """Decode n draws z ~ N(0, I): the VAE's generative model; for the AE, the lecture's 'random latent points'."""
-    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z), on the host: any device
-    return model.decode_mean(z.to(next(model.parameters()).device))  # (n, C, H, W)
+    """Decode n draws z ~ N(0, I): the VAE's generative model; for the AE, the lecture's 'random latent points'.
+
+    The draws come from the host's generator, so every device decodes the same z; the images come back to the host.
+    """
+    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
+    return model.decode_mean(z.to(next(model.parameters()).device)).cpu()  # (n, C, H, W)
 
 
 @torch.no_grad()
 def reconstruct(model: AutoEncoder, x: torch.Tensor) -> torch.Tensor:
-    """d(mu(x)): the decoded posterior mean (the AE's code), the deterministic reconstruction."""
-    mu, _ = model.encode(x)
-    return model.decode_mean(mu)  # (B, C, H, W)
+    """d(mu(x)): the decoded posterior mean (the AE's code), the deterministic reconstruction, on the host."""
+    mu, _ = model.encode(x.to(next(model.parameters()).device))
+    return model.decode_mean(mu).cpu()  # (B, C, H, W)

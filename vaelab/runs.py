@@ -245,7 +245,8 @@ def load_run(run_dir: str | Path, expect_kind: str | None = None) -> Run:
     check_model_tensors(model_tensors, skeleton, where)
     optimizer_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     check_optimizer_tensors(optimizer_state, skeleton, where)
-    model = build_model(config, tuple(pointer["image_shape"]))
+    with torch.device("cpu"):  # on the host, as the checkpoint is: the command moves it where it computes
+        model = build_model(config, tuple(pointer["image_shape"]))
     model.load_state_dict(model_tensors)
     model.eval()
     return Run(run_dir, config, model, pointer["epoch"], pointer["history"], optimizer_state, pointer["file"])
@@ -256,7 +257,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
     out = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            out[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
+            out[f"optim.{index}.{key}"] = torch.as_tensor(value, device="cpu").detach().clone().contiguous()
     return out
 
 

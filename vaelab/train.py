@@ -201,9 +201,8 @@ def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: torch.Tens
     learning) and the first 16 test images over their reconstructions."""
     from vaelab.tensorboard_log import log_epoch
 
-    originals = x_test[:16].to(next(model.parameters()).device)
-    samples, recons = sample_prior(model, 16, seed=0), reconstruct(model, originals)
-    log_epoch(board, row["epoch"], row, samples.cpu(), originals.cpu(), recons.cpu())
+    originals = x_test[:16].cpu()
+    log_epoch(board, row["epoch"], row, sample_prior(model, 16, seed=0), originals, reconstruct(model, originals))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
