@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from vaelab import RunConfig, build_model, load_data
 from vaelab.data import DEBIAN_FASHION_MNIST
+from vaelab.devices import DeviceImages
 from vaelab.evaluate import dataset_loss
-from vaelab.train import make_optimizer, train_epoch
+from vaelab.train import Stepper, make_optimizer, train_epoch
 
 # (in, out) of the lecture's four Linear layers: encoder 784 -> 400 -> 2*20, decoder 20 -> 400 -> 784.
 LECTURE_WIDTHS = [(784, 400), (400, 40), (20, 400), (400, 784)]
@@ -163,7 +164,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     ours = build_model(config, data.image_shape)
-    ours_opt = make_optimizer(ours, config.lr)
+    stepper, images = (
+        Stepper(ours, make_optimizer(ours, config.lr), config),
+        DeviceImages(data.x_train, torch.device("cpu")),
+    )
     steps = math.ceil(n / args.batch_size)
     datasets = {"examples": TorchvisionStyleImages(data.x_train, data.y_train), "float": PerSampleImages(data.x_train)}
     theirs = {}
@@ -186,7 +190,7 @@ def main() -> None:
     )
     rows = []
     for epoch in range(1, args.rounds + 1):
-        contenders = {"ours": lambda epoch=epoch: train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)}
+        contenders = {"ours": lambda epoch=epoch: train_epoch(stepper, images, epoch, steps)}
         contenders.update({name: (lambda t=t: example_style_epoch(*t)) for name, t in theirs.items()})
         names = list(contenders)
         rates = {}
@@ -221,7 +225,7 @@ def main() -> None:
 
     if args.epochs:
         for epoch in range(args.rounds + 1, args.epochs + 1):
-            train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)
+            train_epoch(stepper, images, epoch, steps)
             for t in theirs.values():
                 example_style_epoch(*t)
         losses = {"vaelab": dataset_loss(ours, data.x_test)["loss"]}

@@ -13,8 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -108,9 +107,7 @@ def train(
         x_train, x_test = training_targets(config, data)
         images = DeviceImages(x_train, compute.device, max_value=getattr(data, "max_value", 1))
         x_test = place(x_test, compute.device)
-        stepper = Stepper(
-            model, processes.loss_parts(model), optimizer, compute.grad_scaler(), config, compute, processes
-        )
+        stepper = Stepper(model, optimizer, config, compute, processes)
         state = folder.state_sentence if folder else lambda: f"process 0 reports what is left in {out}"
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
         with processes.peers_lost(state):
@@ -215,19 +212,23 @@ class Stepper:
     """One optimisation step on a process's share of a global batch: everything it needs besides the batch."""
 
     model: AutoEncoder
-    loss_parts: Callable  # model.loss_parts(x, noise), through DistributedDataParallel when several processes train
     optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
     config: RunConfig
-    compute: Compute
-    processes: Processes
+    compute: Compute = field(default_factory=Compute)
+    processes: Processes = field(default_factory=Processes)
 
-    def step(self, x: torch.Tensor, noise: ImageNoise, beta: float, global_size: int) -> torch.Tensor:
-        """Update the model on x, this process's images of a global batch of `global_size`; returns their summed
-        (loss, recon, kl) as LOSS_SCALING says (the KL without free bits), on the device, unread.  # (3,)
+    def __post_init__(self):
+        self.loss_parts = self.processes.loss_parts(self.model)  # through DistributedDataParallel with several
+        self.scaler = self.compute.grad_scaler()
 
-        The loss is recon + beta * KL, the KL through free bits (objectives.kl_with_free_bits), as means over the
-        global batch.
+    def loss(
+        self, x: torch.Tensor, noise: ImageNoise | None, beta: float, global_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the training loss to differentiate, the summed (loss, recon, kl) of x as LOSS_SCALING says (3,)).
+
+        x is this process's share of a global batch of `global_size` images. The training loss is recon + beta * KL
+        as means over the global batch, the KL through free bits (objectives.kl_with_free_bits); the sums report
+        the KL without free bits.
         """
         with self.compute.autocast():
             recon, kl_per_dim = self.loss_parts(x, noise)  # (b,), (b, Z), float32
@@ -239,15 +240,24 @@ class Stepper:
         if self.config.free_bits > 0:  # the floor applies to each dimension's mean over the global batch
             kl_means = self.processes.global_value(kl_means)
         kl_term = objectives.kl_with_free_bits(kl_means.unsqueeze(0), self.config.free_bits)  # (1, Z): the means
+        kl_sum = kl_sums.sum()
+        return recon_sum * scale + beta * kl_term, torch.stack((recon_sum + beta * kl_sum, recon_sum, kl_sum))
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward (scaled for fp16), clip, and one Adam step."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(recon_sum * scale + beta * kl_term).backward()
+        self.scaler.scale(loss).backward()
         if self.config.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        kl_sum = kl_sums.sum()
-        return torch.stack((recon_sum + beta * kl_sum, recon_sum, kl_sum)).detach()
+
+    def step(self, x: torch.Tensor, noise: ImageNoise | None, beta: float, global_size: int) -> torch.Tensor:
+        """Update the model on x; returns x's summed (loss, recon, kl), on the device, unread.  # (3,)"""
+        loss, sums = self.loss(x, noise, beta, global_size)
+        self.update(loss)
+        return sums.detach()
 
 
 class EpochTotals:
