@@ -192,5 +192,6 @@ def joined(launch: Launch | None, device: torch.device) -> Iterator[Processes]:
         raise VaelabError(f"cannot join the torchrun job as process {launch.rank}: {_first_line(exc)}") from None
     try:
         yield Processes(launch.rank, launch.world, collective_device)
+        dist.barrier()  # no process tears its connections down while another still uses them (gloo aborts then)
     finally:
         dist.destroy_process_group()
