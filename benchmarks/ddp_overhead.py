@@ -2,7 +2,8 @@
 batch, each with one thread, and the share of a step spent on the gradient all-reduce.
 
 The all-reduce share is measured twice: as the step time DDP adds over the same 2-process step without gradient
-synchronisation (DDP's no_sync), and as the time of all_reduce on a buffer of the model's size alone. A figure to
+synchronisation (DDP's no_sync; the two kinds of step alternate), and as the time of all_reduce on a buffer of the
+model's size alone. A figure to
 watch, not a target: on one machine two processes share its memory bandwidth and cores with everything else.
 
     python benchmarks/ddp_overhead.py                      # the lecture's VAE, global batch 128
@@ -34,21 +35,27 @@ from vaelab.train import Stepper, epoch_order, make_optimizer
 WARMUP_STEPS = 10
 
 
-def timed_steps(stepper: Stepper, images: DeviceImages, batch: int, steps: int, sync: bool) -> float:
-    """Median seconds per step over `steps` steps (after WARMUP_STEPS), each read back as the CPU loop does."""
-    processes, seconds = stepper.processes, []
-    no_sync = stepper.loss_parts.no_sync if not sync else nullcontext
+def timed_steps(stepper: Stepper, images: DeviceImages, batch: int, steps: int) -> dict[str, float]:
+    """Median seconds per step over `steps` steps (after WARMUP_STEPS), each read back as the CPU loop does.
+
+    With several processes, steps alternate between DDP's gradient all-reduce ("step") and none ("step_no_sync"),
+    so both see the same (shared, drifting) machine.
+    """
+    processes = stepper.processes
+    kinds = ("step", "step_no_sync") if processes.world > 1 else ("step",)
+    seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
     batches = images.batches(epoch_order(0, 1, len(images)), batch, processes.rows)
-    for step, (x, rows, size) in zip(range(WARMUP_STEPS + steps), batches):
+    for step, (x, rows, size) in zip(range(WARMUP_STEPS + len(kinds) * steps), batches):
+        kind = kinds[step % len(kinds)]
         if processes.world > 1:
             dist.barrier()  # every step starts together: the time is the job's, not one process's
         started = time.perf_counter()
-        with no_sync():
+        with stepper.loss_parts.no_sync() if kind == "step_no_sync" else nullcontext():
             sums = stepper.step(x, ImageNoise(stream_seed(0, 1, step), size, rows, torch.device("cpu")), 1.0, size)
         processes.sum(sums).tolist()
         if step >= WARMUP_STEPS:
-            seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+            seconds[kind].append(time.perf_counter() - started)
+    return {kind: statistics.median(values) for kind, values in seconds.items()}
 
 
 def all_reduce_seconds(model: torch.nn.Module, repeats: int = 50) -> float:
@@ -71,9 +78,8 @@ def measure(args: argparse.Namespace, data, processes) -> dict:
     model = build_model(config, data.image_shape)
     stepper = Stepper(model, make_optimizer(model, config.lr), config, processes=processes)
     images = DeviceImages(data.x_train, torch.device("cpu"))
-    result = {"world": processes.world, "step": timed_steps(stepper, images, args.batch_size, args.steps, True)}
+    result = {"world": processes.world, **timed_steps(stepper, images, args.batch_size, args.steps)}
     if processes.world > 1:
-        result["step_no_sync"] = timed_steps(stepper, images, args.batch_size, args.steps, False)
         result["all_reduce"] = all_reduce_seconds(model)
     result["parameters"] = sum(p.numel() for p in model.parameters())
     return result
