@@ -61,7 +61,8 @@ class TorchvisionStyleImages(Dataset):
     build on these machines, so its two steps are written out here.)"""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None):
-        self.images = (images * 255).round().to(torch.uint8).squeeze(1)  # (N, H, W), as torchvision stores them
+        # (N, H, W) grey or (N, H, W, 3) colour uint8, as torchvision stores MNIST and CIFAR-10.
+        self.images = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).squeeze(3)
         self.labels = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
 
     def __len__(self):
@@ -69,9 +70,9 @@ class TorchvisionStyleImages(Dataset):
 
     def __getitem__(self, i):
         image = Image.fromarray(self.images[i].numpy())
-        # transforms.ToTensor on a greyscale PIL image: (H, W) uint8 -> (1, H, W) float32 / 255.
-        x = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(1, image.size[1], image.size[0])
-        return x.contiguous().to(torch.float32).div(255), int(self.labels[i])
+        # transforms.ToTensor on a PIL image: (H, W) or (H, W, C) uint8 -> (C, H, W) float32 / 255.
+        x = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(image.size[1], image.size[0], -1)
+        return x.permute(2, 0, 1).contiguous().to(torch.float32).div(255), int(self.labels[i])
 
 
 class PerSampleImages(Dataset):
@@ -124,11 +125,13 @@ def step_flops(batch: int, widths: list[tuple[int, int]]) -> float:
     return 2 * forward + input_grads
 
 
-def matmul_ceiling_seconds(batch: int, widths: list[tuple[int, int]], repeats: int = 300) -> float:
+def matmul_ceiling_seconds(
+    batch: int, widths: list[tuple[int, int]], repeats: int = 300, device: str | torch.device = "cpu"
+) -> float:
     """Seconds per step of the step's own GEMMs run back to back: forward, then grad-W and grad-input per layer."""
-    xs = {i: torch.randn(batch, i) for i, _ in widths}
-    gs = {o: torch.randn(batch, o) for _, o in widths}
-    ws = [torch.randn(o, i) for i, o in widths]
+    xs = {i: torch.randn(batch, i, device=device) for i, _ in widths}
+    gs = {o: torch.randn(batch, o, device=device) for _, o in widths}
+    ws = [torch.randn(o, i, device=device) for i, o in widths]
 
     def one_step():
         for (i, o), w in zip(widths, ws):
@@ -140,10 +143,18 @@ def matmul_ceiling_seconds(batch: int, widths: list[tuple[int, int]], repeats: i
 
     for _ in range(20):
         one_step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         one_step()
+    synchronize(device)
     return (time.perf_counter() - started) / repeats
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs it after the call returns), so a clock reads the work itself."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:

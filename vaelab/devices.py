@@ -146,8 +146,10 @@ def choose_compute(
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    """The device a model's weights live on: where its inputs must go."""
-    return next(model.parameters()).device
+    """The device a model's weights live on, where its inputs must go; the CPU for a model without weights."""
+    parameters = getattr(model, "parameters", None)  # duck-typed decoders (a function of z) have none
+    first = next(parameters(), None) if parameters is not None else None
+    return first.device if first is not None else torch.device("cpu")
 
 
 def to_float(images: torch.Tensor, max_value: float) -> torch.Tensor:

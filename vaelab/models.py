@@ -17,6 +17,7 @@ from torch import nn
 
 from vaelab import objectives
 from vaelab.config import RunConfig
+from vaelab.devices import model_device
 from vaelab.nets import DECODERS, ENCODERS
 
 # log sigma² of q(z|x) (and of a learned pixel variance) is squashed into (-LOGVAR_BOUND, LOGVAR_BOUND), so
@@ -51,7 +52,7 @@ class AutoEncoder(nn.Module):
         """The decoded image in [0, 1]: the lecture's final Sigmoid."""
         return torch.sigmoid(self.decode(z))
 
-    def loss_parts(self, x: torch.Tensor, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor, *, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(||x - d(e(x))||² (B,), zeros (B, Z)): the squared error of the image against its reconstruction."""
         z, _ = self.encode(x)
         recon = objectives.squared_error(self.decode_mean(z), x)  # (B,)
@@ -106,7 +107,7 @@ class VAE(AutoEncoder):
             return objectives.soft_clamp(self.raw_pixel_logvar, LOGVAR_BOUND)
         return self.fixed_pixel_logvar
 
-    def loss_parts(self, x: torch.Tensor, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor, *, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(-E_q[log p(x|z)] estimated with one sample (B,), KL(q(z|x) || N(0, I)) per dimension (B, Z))."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar, noise)
@@ -129,11 +130,11 @@ def sample_prior(model: AutoEncoder, n: int, seed: int = 0) -> torch.Tensor:
     The draws come from the host's generator, so every device decodes the same z; the images come back to the host.
     """
     z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
-    return model.decode_mean(z.to(next(model.parameters()).device)).cpu()  # (n, C, H, W)
+    return model.decode_mean(z.to(model_device(model))).cpu()  # (n, C, H, W)
 
 
 @torch.no_grad()
 def reconstruct(model: AutoEncoder, x: torch.Tensor) -> torch.Tensor:
     """d(mu(x)): the decoded posterior mean (the AE's code), the deterministic reconstruction, on the host."""
-    mu, _ = model.encode(x.to(next(model.parameters()).device))
+    mu, _ = model.encode(x.to(model_device(model)))
     return model.decode_mean(mu).cpu()  # (B, C, H, W)
