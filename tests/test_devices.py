@@ -123,10 +123,19 @@ def test_each_epoch_records_the_device_its_card_precision_and_processes(vae_run)
     assert "CPU" in row["device_name"]
 
 
-def test_compile_keeps_the_parameter_names_checkpoints_use(digits):
+def test_compile_compiles_the_networks_and_keeps_the_parameter_names_checkpoints_use(digits):
+    from torch._dynamo.utils import counters  # torch's own count of the graphs it compiled
+
+    torch.manual_seed(0)
     model = build_model(RunConfig(hidden=[32], z_dim=4), digits.image_shape)
     names = list(model.state_dict())
-    Compute(compile=True).prepare(model)  # compiles lazily: nothing is compiled before the first call
+    x = digits.x_test[:16]
+    eager, _ = model.encode(x)
+    graphs = counters["stats"]["unique_graphs"]
+    Compute(compile=True).prepare(model)
+    compiled, _ = model.encode(x)
+    assert counters["stats"]["unique_graphs"] > graphs
+    torch.testing.assert_close(compiled, eager)
     assert list(model.state_dict()) == names
 
 

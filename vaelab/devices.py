@@ -111,12 +111,16 @@ class Compute:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """`model` moved to the device and, with compile, each of its networks compiled in place (Module.compile
-        keeps the parameter names, so checkpoints do not change)."""
+        """`model` moved to the device and, with compile, the forward pass of each of its networks compiled.
+
+        Each network's forward is replaced by its compiled self, which keeps the parameter names (checkpoints do
+        not change); wrapping the network (torch.compile(net)) would prefix them, and torch 2.13's Module.compile
+        runs the network uncompiled.
+        """
         model.to(self.device)
         if self.compile:
             for network in model.children():
-                network.compile()
+                network.forward = torch.compile(network.forward)
         return model
 
     def describe(self) -> dict[str, str | bool]:
