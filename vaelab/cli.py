@@ -224,11 +224,12 @@ def _add_compute_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
 def _compute(args: argparse.Namespace):
     """The device, precision and compilation of a command that runs in one process, chosen once, here."""
     from vaelab.devices import choose_compute
-    from vaelab.distributed import launched
+    from vaelab.distributed import PeerError, launched
 
     launch = launched()
     if launch is not None and launch.world > 1:
-        raise VaelabError(f"vaelab {args.command} runs in one process; of the commands only train runs under torchrun")
+        message = f"vaelab {args.command} runs in one process; of the commands only train runs under torchrun"
+        raise (VaelabError if launch.rank == 0 else PeerError)(message)
     return choose_compute(args.device, args.precision, args.compile)
 
 

@@ -152,13 +152,14 @@ class Processes:
 
     @contextlib.contextmanager
     def peers_lost(self, state: Callable[[], str]) -> Iterator[None]:
-        """Turn the error of a collective whose peer died into one line that says what is left (state())."""
+        """Turn the error of a collective whose peer died into one line that says what is left (state()), printed
+        by every process that sees it (rank 0 may be the one that died)."""
         try:
             yield
         except RuntimeError as exc:  # gloo and NCCL report a dropped peer as RuntimeError (DistBackendError)
             if self.world == 1 or not _names_a_lost_peer(exc):
                 raise
-            raise self.error(
+            raise VaelabError(
                 f"process {self.rank} lost contact with the other processes of this job ({_first_line(exc)}); "
                 f"{state()}; continue with --resume"
             ) from None

@@ -108,7 +108,7 @@ def train(
         images = DeviceImages(x_train, compute.device, max_value=getattr(data, "max_value", 1))
         x_test = place(x_test, compute.device)
         stepper = Stepper(model, optimizer, config, compute, processes)
-        state = folder.state_sentence if folder else lambda: f"process 0 reports what is left in {out}"
+        state = folder.state_sentence if folder else lambda: f"{out} keeps the last checkpoint process 0 committed"
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
         with processes.peers_lost(state):
             for epoch in range(len(history) + 1, config.epochs + 1):
@@ -120,19 +120,8 @@ def train(
                 seconds = time.perf_counter() - started
                 with compute.autocast():
                     test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED, processes=processes)
-                history.append(
-                    {
-                        "epoch": epoch,
-                        **{f"train_{k}": v for k, v in train_means.items()},
-                        **{f"test_{k}": v for k, v in test_means.items()},
-                        "beta": kl_weight(config, epoch * steps_per_epoch, steps_per_epoch),
-                        "seconds": round(seconds, 3),
-                        "images_per_second": round(len(x_train) / seconds, 1),
-                        **compute.describe(),
-                        "processes": processes.world,
-                        "scaling": LOSS_SCALING,
-                    }
-                )
+                beta = kl_weight(config, epoch * steps_per_epoch, steps_per_epoch)
+                history.append(epoch_row(epoch, train_means, test_means, beta, seconds, len(x_train), stepper))
                 if folder is not None:
                     folder.save_checkpoint(model, optimizer, config, history)
                 if board is not None:
@@ -143,6 +132,23 @@ def train(
             board.close()
     model.eval()
     return Run(out, config, model, config.epochs, history, checkpoint_file=folder.current_file if folder else "")
+
+
+def epoch_row(
+    epoch: int, train_means: dict, test_means: dict, beta: float, seconds: float, images: int, stepper: Stepper
+) -> dict:
+    """One line of metrics.jsonl: the epoch's means, its time, and where and how it was computed."""
+    return {
+        "epoch": epoch,
+        **{f"train_{k}": v for k, v in train_means.items()},
+        **{f"test_{k}": v for k, v in test_means.items()},
+        "beta": beta,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 1),
+        **stepper.compute.describe(),
+        "processes": stepper.processes.world,
+        "scaling": LOSS_SCALING,
+    }
 
 
 def _open(
