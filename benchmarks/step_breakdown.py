@@ -20,21 +20,20 @@ import torch
 from train_speed import LECTURE_WIDTHS, matmul_ceiling_seconds
 from vaelab import RunConfig, build_model, load_data
 from vaelab.data import DEBIAN_FASHION_MNIST
-from vaelab.models import VAE
-from vaelab.train import batch_loss, make_optimizer
+from vaelab.train import Stepper, make_optimizer
 
 STAGES = ("forward", "forward + backward", "full step")
 
 
-def vaelab_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, stage: str = "full step") -> None:
-    """vaelab's training step (train.train_epoch without its bookkeeping), stopped after `stage`."""
-    loss, _, _ = batch_loss(model, x, beta=1.0, free_bits=0.0)
+def vaelab_step(stepper: Stepper, x: torch.Tensor, stage: str = "full step") -> None:
+    """vaelab's training step (train.Stepper.step without its readback), stopped after `stage`."""
+    loss, _ = stepper.loss(x, None, beta=1.0, global_size=len(x))
     if stage == "forward":
         return
-    optimizer.zero_grad(set_to_none=True)
+    stepper.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if stage == "full step":
-        optimizer.step()
+        stepper.optimizer.step()
 
 
 def parse_args(doc: str) -> argparse.Namespace:
@@ -70,9 +69,9 @@ def main() -> None:
     config = RunConfig(data=args.data, seed=0)
     torch.manual_seed(0)
     model = build_model(config, data.image_shape)
-    optimizer = make_optimizer(model, config.lr)
+    stepper = Stepper(model, make_optimizer(model, config.lr), config)
     b = config.batch_size
-    steps = {stage: functools.partial(vaelab_step, model, optimizer, stage=stage) for stage in STAGES}
+    steps = {stage: functools.partial(vaelab_step, stepper, stage=stage) for stage in STAGES}
     best = best_of_rounds(steps, data.x_train, b, args.rounds, args.steps)
 
     ms = {stage: 1e3 * seconds for stage, seconds in best.items()}

@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from vaelab import RunConfig, build_model, load_data
 from vaelab.data import DEBIAN_FASHION_MNIST
+from vaelab.devices import DeviceImages
 from vaelab.evaluate import dataset_loss
-from vaelab.train import make_optimizer, train_epoch
+from vaelab.train import Stepper, make_optimizer, train_epoch
 
 # (in, out) of the lecture's four Linear layers: encoder 784 -> 400 -> 2*20, decoder 20 -> 400 -> 784.
 LECTURE_WIDTHS = [(784, 400), (400, 40), (20, 400), (400, 784)]
@@ -60,7 +61,8 @@ class TorchvisionStyleImages(Dataset):
     build on these machines, so its two steps are written out here.)"""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None):
-        self.images = (images * 255).round().to(torch.uint8).squeeze(1)  # (N, H, W), as torchvision stores them
+        # (N, H, W) grey or (N, H, W, 3) colour uint8, as torchvision stores MNIST and CIFAR-10.
+        self.images = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).squeeze(3)
         self.labels = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
 
     def __len__(self):
@@ -68,9 +70,9 @@ class TorchvisionStyleImages(Dataset):
 
     def __getitem__(self, i):
         image = Image.fromarray(self.images[i].numpy())
-        # transforms.ToTensor on a greyscale PIL image: (H, W) uint8 -> (1, H, W) float32 / 255.
-        x = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(1, image.size[1], image.size[0])
-        return x.contiguous().to(torch.float32).div(255), int(self.labels[i])
+        # transforms.ToTensor on a PIL image: (H, W) or (H, W, C) uint8 -> (C, H, W) float32 / 255.
+        x = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(image.size[1], image.size[0], -1)
+        return x.permute(2, 0, 1).contiguous().to(torch.float32).div(255), int(self.labels[i])
 
 
 class PerSampleImages(Dataset):
@@ -123,11 +125,13 @@ def step_flops(batch: int, widths: list[tuple[int, int]]) -> float:
     return 2 * forward + input_grads
 
 
-def matmul_ceiling_seconds(batch: int, widths: list[tuple[int, int]], repeats: int = 300) -> float:
+def matmul_ceiling_seconds(
+    batch: int, widths: list[tuple[int, int]], repeats: int = 300, device: str | torch.device = "cpu"
+) -> float:
     """Seconds per step of the step's own GEMMs run back to back: forward, then grad-W and grad-input per layer."""
-    xs = {i: torch.randn(batch, i) for i, _ in widths}
-    gs = {o: torch.randn(batch, o) for _, o in widths}
-    ws = [torch.randn(o, i) for i, o in widths]
+    xs = {i: torch.randn(batch, i, device=device) for i, _ in widths}
+    gs = {o: torch.randn(batch, o, device=device) for _, o in widths}
+    ws = [torch.randn(o, i, device=device) for i, o in widths]
 
     def one_step():
         for (i, o), w in zip(widths, ws):
@@ -139,10 +143,18 @@ def matmul_ceiling_seconds(batch: int, widths: list[tuple[int, int]], repeats: i
 
     for _ in range(20):
         one_step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         one_step()
+    synchronize(device)
     return (time.perf_counter() - started) / repeats
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs it after the call returns), so a clock reads the work itself."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -163,7 +175,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     ours = build_model(config, data.image_shape)
-    ours_opt = make_optimizer(ours, config.lr)
+    stepper, images = (
+        Stepper(ours, make_optimizer(ours, config.lr), config),
+        DeviceImages(data.x_train, torch.device("cpu")),
+    )
     steps = math.ceil(n / args.batch_size)
     datasets = {"examples": TorchvisionStyleImages(data.x_train, data.y_train), "float": PerSampleImages(data.x_train)}
     theirs = {}
@@ -186,7 +201,7 @@ def main() -> None:
     )
     rows = []
     for epoch in range(1, args.rounds + 1):
-        contenders = {"ours": lambda epoch=epoch: train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)}
+        contenders = {"ours": lambda epoch=epoch: train_epoch(stepper, images, epoch, steps)}
         contenders.update({name: (lambda t=t: example_style_epoch(*t)) for name, t in theirs.items()})
         names = list(contenders)
         rates = {}
@@ -221,7 +236,7 @@ def main() -> None:
 
     if args.epochs:
         for epoch in range(args.rounds + 1, args.epochs + 1):
-            train_epoch(ours, ours_opt, config, data.x_train, epoch, steps)
+            train_epoch(stepper, images, epoch, steps)
             for t in theirs.values():
                 example_style_epoch(*t)
         losses = {"vaelab": dataset_loss(ours, data.x_test)["loss"]}

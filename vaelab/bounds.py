@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from vaelab import objectives
+from vaelab.devices import model_device
 from vaelab.models import VAE
 
 # Decoder rows (samples x images) handled at once. The (ROWS, D) logits of a chunk (3 MB for 28x28 images)
@@ -56,24 +57,27 @@ def iwae_bound(
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     images_per_chunk = max(1, chunk_rows // k)
+    device = model_device(model)
     samples_per_chunk = min(k, chunk_rows)
     out = []
     with tqdm(
         total=len(x), desc=f"IWAE bound, K={k}", unit="image", file=sys.stderr, disable=not progress, leave=False
     ) as bar:
         for start in range(0, len(x), images_per_chunk):
-            xb = x[start : start + images_per_chunk]  # (B, C, H, W)
+            xb = x[start : start + images_per_chunk].to(device)  # (B, C, H, W)
             mu, logvar = model.encode(xb)  # (B, Z) each
             std = torch.exp(0.5 * logvar)
-            running = torch.full((len(xb),), -math.inf, dtype=torch.float64)  # logsumexp of log w so far, (B,)
+            # The logsumexp of log w so far, (B,), in float64 on the host (MPS has no float64).
+            running = torch.full((len(xb),), -math.inf, dtype=torch.float64, device="cpu")
             for k_start in range(0, k, samples_per_chunk):
                 kc = min(samples_per_chunk, k - k_start)
-                eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype)  # (Kc, B, Z)
+                # Drawn on the host (the generator's device), so every device scores the same samples.
+                eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype, device="cpu").to(device)
                 z = mu + std * eps  # (Kc, B, Z)
                 # (Kc, B, P, H, W): P = C logits, or a discretised logistic's parameters per pixel
                 logits = model.decode(z.reshape(-1, model.z_dim)).unflatten(0, (kc, len(xb)))
                 log_w = log_importance_weights(model.log_likelihood(logits, xb), z, mu, logvar)  # (Kc, B)
-                running = torch.logaddexp(running, torch.logsumexp(log_w.double(), dim=0))
+                running = torch.logaddexp(running, torch.logsumexp(log_w.to("cpu", torch.float64), dim=0))
             out.append(running - math.log(k))
             bar.update(len(xb))
     return torch.cat(out)  # (B,) float64

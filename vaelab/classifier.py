@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from vaelab.atomic import atomic_write_bytes, atomic_write_json
 from vaelab.data import ImageData
+from vaelab.devices import model_device
 
 # Bump when the architecture or the training recipe changes: cached classifiers of another version are retrained.
 CLASSIFIER_VERSION = 2
@@ -121,10 +122,11 @@ class Classifier:
     def features_and_probs(self, x: torch.Tensor, batch_size: int = FEATURE_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate-layer features (N, FEATURE_DIM) and output probabilities (N, n_classes) of images in [0, 1]."""
         feats, probs = [], []
+        device = model_device(self.net)
         for start in range(0, len(x), batch_size):
-            f = self.net.features(x[start : start + batch_size])
-            feats.append(f)
-            probs.append(torch.softmax(self.net.head(f), dim=1))
+            f = self.net.features(x[start : start + batch_size].to(device))
+            feats.append(f.cpu())
+            probs.append(torch.softmax(self.net.head(f), dim=1).cpu())
         return torch.cat(feats), torch.cat(probs)
 
 
@@ -257,8 +259,9 @@ def _test_accuracy(net: ImageClassifier, data: ImageData, task: str) -> float:
 
 @torch.no_grad()
 def accuracy_of(net: ImageClassifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = FEATURE_BATCH) -> float:
+    device = model_device(net)
     correct = sum(
-        (net(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size]).sum().item()
+        (net(x[s : s + batch_size].to(device)).argmax(1).cpu() == y[s : s + batch_size]).sum().item()
         for s in range(0, len(x), batch_size)
     )
     return correct / len(x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import re
 import shlex
 import signal
 import sys
@@ -16,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from vaelab.config import GROUPS, SEED_RANGE, RunConfig
+from vaelab.config import DEVICES, GROUPS, PRECISIONS, SEED_RANGE, RunConfig
 from vaelab.errors import VaelabError
 
 # A latent unit whose mean test KL(q(z_u|x) || p(z_u)) is below this many nats carries next to no information
@@ -69,6 +70,15 @@ def _seed(text: str) -> int:
     if value is None or not low <= value <= high:
         raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text[:60]!r}")
     return value
+
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
+
+
+def _device(text: str) -> str:
+    if DEVICE_NAME.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"expected {DEVICES}, got {text[:60]!r}")
+    return text
 
 
 def _flag_type(default):
@@ -193,13 +203,50 @@ def _train_epilogue(out: Path, seconds: float) -> str:
     )
 
 
+def _add_compute_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        metavar="DEVICE",
+        help=f"where to compute: {DEVICES}; auto takes CUDA, then MPS, then the CPU (default %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="the networks' precision: fp32, or autocast to bf16 or fp16 (CUDA only, with a gradient scaler); "
+        "likelihoods, KL and sums stay fp32 (default %(default)s)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (the README says when it pays)")
+
+
+def _compute(args: argparse.Namespace):
+    """The device, precision and compilation of a command that runs in one process, chosen once, here."""
+    from vaelab.devices import choose_compute
+    from vaelab.distributed import PeerError, launched
+
+    launch = launched()
+    if launch is not None and launch.world > 1:
+        message = f"vaelab {args.command} runs in one process; of the commands only train runs under torchrun"
+        raise (VaelabError if launch.rank == 0 else PeerError)(message)
+    return choose_compute(args.device, args.precision, args.compile)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _check_out_folder(args.out)
     config = resolve_config(args)
+    from vaelab.devices import choose_compute
+    from vaelab.distributed import joined, launched
     from vaelab.train import train
 
+    launch = launched()
+    compute = choose_compute(args.device, args.precision, args.compile, launch.local_rank if launch else None)
     started = time.perf_counter()
-    run = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    with joined(launch, compute.device) as processes:
+        run = train(config, args.out, args.resume, progress=not args.quiet, compute=compute, processes=processes)
+    if not processes.is_main:
+        return 0
     seconds = time.perf_counter() - started
     last = run.history[-1]
     print(
@@ -213,14 +260,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_and_data(args: argparse.Namespace):
-    """The run named on the command line and its data (or --data), checked to fit each other."""
+def _run_and_data(args: argparse.Namespace, compute):
+    """The run named on the command line, on the command's device, and its data (or --data), checked to fit."""
     from vaelab.data import check_matches, load_data_for
     from vaelab.runs import load_run
 
     run = load_run(args.run)
     data = load_data_for(run.config, args.data)
     check_matches(data, run.model.image_shape, f"the model in {args.run}")
+    compute.prepare(run.model)
     return run, data
 
 
@@ -236,19 +284,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _positive("--k", args.k)
     _positive("--n-samples", args.n_samples)
-    run, data = _run_and_data(args)
+    compute = _compute(args)
+    run, data = _run_and_data(args, compute)
     out = check_output_path(args.output or Path(args.run) / "eval.json")  # before minutes of work, not after
-    result = evaluate_run(
-        run,
-        data,
-        k=args.k,
-        skip_iwae=args.skip_iwae,
-        skip_samples=args.skip_samples,
-        skip_latent=args.skip_latent,
-        n_samples=args.n_samples,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    with compute.autocast():
+        result = evaluate_run(
+            run,
+            data,
+            k=args.k,
+            skip_iwae=args.skip_iwae,
+            skip_samples=args.skip_samples,
+            skip_latent=args.skip_latent,
+            n_samples=args.n_samples,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
     atomic_write_json(out, result)
     print(
         f"{args.run} ({result['model']}, epoch {result['epoch']}) on {result['data']}, "
@@ -268,19 +318,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = _read_toml(args.config) if args.config else {}
     if args.data_cache:
         base["data_cache"] = args.data_cache
-    result = compare(
-        [s for s in args.models.split(",") if s],
-        args.out,
-        data=args.data,
-        epochs=args.epochs,
-        seed=args.seed,
-        base=base,
-        k=args.k,
-        skip_iwae=args.skip_iwae,
-        skip_samples=args.skip_samples,
-        n_samples=args.n_samples,
-        progress=not args.quiet,
-    )
+    compute = _compute(args)
+    with compute.autocast():
+        result = compare(
+            [s for s in args.models.split(",") if s],
+            args.out,
+            data=args.data,
+            epochs=args.epochs,
+            seed=args.seed,
+            base=base,
+            k=args.k,
+            skip_iwae=args.skip_iwae,
+            skip_samples=args.skip_samples,
+            n_samples=args.n_samples,
+            progress=not args.quiet,
+            compute=compute,
+        )
     print((Path(args.out) / "comparison.md").read_text())
     print(f"{len(result['models'])} models -> {Path(args.out) / 'comparison.json'}, {Path(args.out) / 'comparison.md'}")
     return 0
@@ -294,8 +347,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     check_n("samples", args.n)
     out = image_output_path(args.output)
+    compute = _compute(args)
     run = load_run(args.run)
-    images = sample_prior(run.model, args.n, seed=args.seed)
+    with compute.autocast():
+        images = sample_prior(compute.prepare(run.model), args.n, seed=args.seed)
     save_image_grid(out, images, ncol=int(args.n**0.5 + 0.999))
     print(f"{args.n} prior samples -> {out}")
     return 0
@@ -309,7 +364,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     options = FigureOptions(n=args.n)
     check_request("recon", options)
     out = image_output_path(args.output)
-    save_figure(make_figure("recon", open_runs([args.run], args.data), options), out)
+    compute = _compute(args)
+    with compute.autocast():
+        save_figure(make_figure("recon", open_runs([args.run], args.data, compute), options), out)
     print(f"test images of {args.run} over their reconstructions -> {out}")
     return 0
 
@@ -317,8 +374,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_explore(args: argparse.Namespace) -> int:
     from vaelab.explorer import write_explorer_page
 
-    run, data = _run_and_data(args)
-    write_explorer_page(run, data, args.output)
+    compute = _compute(args)
+    run, data = _run_and_data(args, compute)
+    with compute.autocast():
+        write_explorer_page(run, data, args.output)
     print(f"latent explorer of {args.run} -> {args.output} (open it in a browser; it needs no server)")
     return 0
 
@@ -330,7 +389,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     options = FigureOptions(args.method, args.n, args.seed)
     check_request(args.kind, options)
     out = image_output_path(args.output)
-    save_figure(make_figure(args.kind, open_runs(args.runs, args.data), options), out)
+    compute = _compute(args)
+    with compute.autocast():
+        save_figure(make_figure(args.kind, open_runs(args.runs, args.data, compute), options), out)
     print(f"{args.kind} figure of {', '.join(args.runs)} -> {out}")
     return 0
 
@@ -338,7 +399,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from vaelab.report import write_report
 
-    write_report(args.runs, args.output, args.data, explorers=args.explorers)
+    compute = _compute(args)
+    with compute.autocast():
+        write_report(args.runs, args.output, args.data, explorers=args.explorers, compute=compute)
     print(f"report of {', '.join(args.runs)} -> {args.output} (one self-contained HTML file)")
     return 0
 
@@ -376,6 +439,7 @@ def _add_train_parser(sub) -> None:
         help="continue the run in --out from its last checkpoint (its config.json, overridden by the flags given)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_compute_flags(p.add_argument_group("compute"))
     p.set_defaults(func=cmd_train)
 
 
@@ -391,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="JSON file (default RUN/eval.json)")
     _add_evaluation_flags(p)
     p.add_argument("--skip-latent", action="store_true", help="skip the latent probes and interpolation")
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train and evaluate models with the same data, seed and budget, side by side")
@@ -405,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-cache", help="where downloads and cached classifiers are kept (default ~/.cache/vaelab)")
     p.add_argument("--out", required=True, help="folder for one run per model, comparison.json and comparison.md")
     _add_evaluation_flags(p)
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sample", help="decode prior samples z ~ N(0, I) into an image grid")
@@ -412,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples (default %(default)s)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the prior draws (default %(default)s)")
     p.add_argument("-o", "--output", default="samples.png", help="image file (default %(default)s)")
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("reconstruct", help="test images over their reconstructions")
@@ -419,12 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=32, help="number of test images (default %(default)s)")
     p.add_argument("--data", help="use this data set's test split instead of the run's")
     p.add_argument("-o", "--output", default="recon.png", help="image file (default %(default)s)")
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("explore", help="an HTML page that decodes the latent point under the pointer, live")
     p.add_argument("run", help="run folder")
     p.add_argument("--data", help="plot this data set's test codes instead of the run's")
     p.add_argument("-o", "--output", default="explorer.html", help="HTML file (default %(default)s)")
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_explore)
 
     # Figure kinds and methods are checked by vaelab.figures, so that building the parser imports no matplotlib.
@@ -445,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_seed, default=0, help="which test images and prior draws are shown (default %(default)s)"
     )
     p.add_argument("--data", help="use this data set's test split instead of each run's")
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("report", help="one self-contained HTML file: configurations, comparison, every figure")
@@ -459,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which runs get a live latent explorer: auto (default) the 2-D runs and the main VAE "
         "(the first with beta 1), all, 2d (2-D runs only) or none",
     )
+    _add_compute_flags(p)
     p.set_defaults(func=cmd_report)
     return parser
 
@@ -493,6 +564,12 @@ def _close_progress_bars() -> None:
             bar.close()
 
 
+def _reported_by_rank_0(exc: VaelabError) -> bool:
+    """Whether the error is one of a torchrun job's that rank 0 prints (vaelab.distributed.PeerError)."""
+    distributed = sys.modules.get("vaelab.distributed")  # imported by every command that can raise one
+    return distributed is not None and isinstance(exc, distributed.PeerError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with _sigterm_interrupts():
@@ -500,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         except VaelabError as exc:
             _close_progress_bars()
+            if _reported_by_rank_0(exc):
+                return 2
             print(f"vaelab: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from vaelab.atomic import atomic_write_bytes, atomic_write_json
 from vaelab.config import RunConfig
 from vaelab.data import ImageData, check_matches, load_data_for
+from vaelab.devices import Compute
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate_run
 from vaelab.measures import MEASURES, format_value
@@ -74,7 +75,7 @@ def parse_spec(spec: str) -> tuple[str, dict | Path]:
     raise VaelabError(f"model spec {spec!r}: use ae, vae, beta-vae:B or the path of an existing run folder")
 
 
-def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool):
+def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool, compute: Compute):
     """Train into run_dir; a folder already holding this exact configuration is reused (resumed if short)."""
     if (run_dir / "checkpoint.json").exists():
         existing = read_config(run_dir)
@@ -82,9 +83,10 @@ def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool):
             raise VaelabError(f"{run_dir}: holds a run with another configuration; choose another --out")
         run = load_run(run_dir)
         if run.epoch >= config.epochs:
+            compute.prepare(run.model)
             return run
-        return train(config, run_dir, resume=True, progress=progress)
-    return train(config, run_dir, progress=progress)
+        return train(config, run_dir, resume=True, progress=progress, compute=compute)
+    return train(config, run_dir, progress=progress, compute=compute)
 
 
 def plan_models(specs: list[str], data: str | None, shared: dict) -> tuple[RunConfig, dict[str, RunConfig | Run]]:
@@ -121,9 +123,13 @@ def compare(
     skip_samples: bool = False,
     n_samples: int | None = None,
     progress: bool = False,
+    compute: Compute | None = None,
 ) -> dict:
-    """Train (or load) every model, evaluate each on one data set, write comparison.json and comparison.md."""
+    """Train (or load) every model, evaluate each on one data set, write comparison.json and comparison.md.
+
+    `compute`: the device, precision and compilation (default the CPU, fp32) of training and evaluation."""
     out = Path(out)
+    compute = compute or Compute()
     shared, planned = plan_models(specs, data, {**(base or {}), "epochs": epochs, "seed": seed})
     image_data = load_data_for(shared, progress=progress)
     for what in planned.values():
@@ -135,9 +141,10 @@ def compare(
         if isinstance(what, RunConfig):
             if progress:
                 print(f"[compare] training {name} -> {out / name}", flush=True)
-            run = _train_or_reuse(what, out / name, progress)
+            run = _train_or_reuse(what, out / name, progress, compute)
         else:
             run = what
+            compute.prepare(run.model)
         evaluation = _evaluate(
             run,
             name,

@@ -57,6 +57,13 @@ def parse_image_size(text: str) -> tuple[int, int] | None:
     )
 
 
+# How a command computes (vaelab.devices), not what a run is: flags of every computing command, never saved in
+# config.json, so a run trained on one device resumes, evaluates and plots on another. Each epoch's row of
+# metrics.jsonl records what was used.
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 def _setting(
     default, help: str, group: str, choices: tuple[str, ...] | None = None, bounds: tuple[int, int] | None = None
 ):

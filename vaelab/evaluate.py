@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from vaelab.bounds import iwae_bound
 from vaelab.classifier import Classifier, get_classifier
 from vaelab.config import DISCRETISED_LIKELIHOODS, RunConfig
 from vaelab.data import TEST_SEED, ImageData, binarize, training_targets
+from vaelab.devices import model_device
 from vaelab.measures import (
     ACTIVE_UNIT_THRESHOLD,
     INTERP_PAIRS,
@@ -42,10 +44,31 @@ from vaelab.measures import (
     section_keys,
 )
 from vaelab.models import AutoEncoder, check_likelihood_data, not_8bit_reason
+from vaelab.noise import ImageNoise, stream_seed
 from vaelab.runs import Run
+
+if TYPE_CHECKING:
+    from vaelab.distributed import Processes
 
 Missing = dict[str, str]  # measure key -> why it is None
 NO_LABELS = "the data has no labels"
+
+
+def _chunk_loss_parts(
+    model: AutoEncoder, x: torch.Tensor, seed: int, batch_size: int, chunks: Iterable[int]
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(chunk index, recon (b,), kl_per_dim (b, Z)) for the chunks named of `batch_size` images each.
+
+    Chunk i draws its posterior samples from its own stream (seed, i): its values do not depend on the chunks
+    before it, nor on which process measures it (vaelab.distributed deals chunks to processes).
+    """
+    device = model_device(model)
+    for index in chunks:
+        xb = x[index * batch_size : (index + 1) * batch_size].to(device)  # (b, C, H, W)
+        size = len(xb)
+        noise = ImageNoise(stream_seed(seed, index), size, slice(0, size), device)
+        recon, kl_per_dim = model.loss_parts(xb, noise=noise)
+        yield index, recon.cpu().double(), kl_per_dim.cpu().double()  # float64 on the host (MPS has no float64)
 
 
 @torch.no_grad()
@@ -55,18 +78,14 @@ def per_image_loss_parts(
     """(recon (N,), kl_per_dim (N, Z)) per image over a split, one posterior sample per image, seeded noise.
 
     For the VAE recon = -log p(x|z) and kl = KL(q(z|x) || N(0, I)) in nats, so recon + kl is the negative ELBO;
-    for the AE recon is the squared error and kl is 0. The global RNG is restored afterwards.
+    for the AE recon is the squared error and kl is 0. Float64, on the host.
     """
     was_training = model.training
     model.eval()
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(seed)
     recons, kls = [], []
-    for start in range(0, len(x), batch_size):
-        recon, kl_per_dim = model.loss_parts(x[start : start + batch_size])
-        recons.append(recon.double())
-        kls.append(kl_per_dim.double())
-    torch.set_rng_state(generator_state)
+    for _, recon, kl_per_dim in _chunk_loss_parts(model, x, seed, batch_size, range(math.ceil(len(x) / batch_size))):
+        recons.append(recon)
+        kls.append(kl_per_dim)
     model.train(was_training)
     return torch.cat(recons), torch.cat(kls)
 
@@ -79,20 +98,33 @@ def dataset_loss(
     beta: float = 1.0,
     seed: int = 0,
     batch_size: int = 1000,
+    processes: Processes | None = None,
 ) -> dict[str, float]:
     """Mean loss, reconstruction and KL per image over a whole split, one posterior sample per image, and the
     mean KL of each latent dimension (``kl_per_dim``, the collapse check's input).
 
     For the VAE, recon + kl is the negative ELBO in nats (beta = 1); for the AE recon is the squared error.
-    The noise is seeded so that repeated evaluations of one model agree exactly.
+    The noise is seeded so that repeated evaluations of one model agree exactly. With several `processes`, each
+    measures its chunks (processes.chunks) and the per-chunk sums are added over processes: every chunk's row
+    comes from one process and is zero on the others, so the result equals one process's to the last bit.
     """
-    recon, kl_per_dim = per_image_loss_parts(model, x, seed=seed, batch_size=batch_size)
-    recon_mean, kl_mean = recon.mean().item(), kl_per_dim.sum(1).mean().item()
+    was_training = model.training
+    model.eval()
+    n = math.ceil(len(x) / batch_size)
+    chunks = processes.chunks(n) if processes is not None else range(n)
+    sums = torch.zeros(n, 2 + model.z_dim, dtype=torch.float64, device="cpu")  # per chunk: images, recon, KL per dim
+    for index, recon, kl_per_dim in _chunk_loss_parts(model, x, seed, batch_size, chunks):
+        sums[index, 0], sums[index, 1], sums[index, 2:] = len(recon), recon.sum(), kl_per_dim.sum(0)
+    model.train(was_training)
+    if processes is not None:
+        sums = processes.sum(sums)
+    count, recon_sum, kl_sums = sums[:, 0].sum(), sums[:, 1].sum(), sums[:, 2:].sum(0)  # (), (), (Z,)
+    recon_mean, kl_mean = (recon_sum / count).item(), (kl_sums.sum() / count).item()
     return {
         "loss": recon_mean + beta * kl_mean,
         "recon": recon_mean,
         "kl": kl_mean,
-        "kl_per_dim": kl_per_dim.mean(0).tolist(),
+        "kl_per_dim": (kl_sums / count).tolist(),
     }
 
 
@@ -112,10 +144,11 @@ def _with_se(name: str, values) -> dict[str, float | None]:
 def reconstruction_squared_error(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """||x - d(mu(x))||² per image, decoded mean in [0, 1]: one reconstruction measure for every model.  # (N,)"""
     errors = []
+    device = model_device(model)
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
+        xb = x[start : start + batch_size].to(device)
         mu, _ = model.encode(xb)
-        errors.append(objectives.squared_error(model.decode_mean(mu), xb).double())
+        errors.append(objectives.squared_error(model.decode_mean(mu), xb).cpu().double())
     return torch.cat(errors)
 
 
@@ -128,21 +161,24 @@ def fitted_gaussian(codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     cov = np.atleast_2d(np.cov(codes, rowvar=False))
     cov += np.eye(len(cov)) * (1e-6 * max(np.trace(cov) / len(cov), 1e-12))
     chol = np.linalg.cholesky(cov)
-    return torch.as_tensor(codes.mean(0), dtype=torch.float32), torch.as_tensor(chol, dtype=torch.float32)
+    return torch.from_numpy(codes.mean(0)).float(), torch.from_numpy(chol).float()
 
 
 @torch.no_grad()
 def decode_random_points(
     model: AutoEncoder, n: int, sampler: str, train_codes: np.ndarray, seed: int, batch_size: int = 2000
 ) -> torch.Tensor:
-    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian)."""
-    eps = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
+    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian), on the host.
+
+    The points are drawn on the host, so every device decodes the same ones."""
+    eps = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
     if sampler == "fitted":
         mean, chol = fitted_gaussian(train_codes)
         z = mean + eps @ chol.T
     else:
         z = eps
-    return torch.cat([model.decode_mean(z[s : s + batch_size]) for s in range(0, n, batch_size)])
+    device = model_device(model)
+    return torch.cat([model.decode_mean(z[s : s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
 
 
 def sample_metrics(

@@ -22,6 +22,7 @@ from torch import nn
 
 from vaelab.atomic import atomic_write_bytes
 from vaelab.data import ImageData, check_matches, training_targets
+from vaelab.devices import model_device
 from vaelab.errors import VaelabError
 from vaelab.nets import ResBlock
 from vaelab.pca import principal_plane
@@ -163,7 +164,10 @@ def _check_decodes_images(model: nn.Module) -> None:
 @torch.no_grad()
 def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The latent means mu(x) (the AutoEncoder's codes) of images x, in batches.  # (N, Z)"""
-    return torch.cat([model.encode(x[i : i + ENCODE_BATCH])[0] for i in range(0, len(x), ENCODE_BATCH)])
+    device = model_device(model)
+    return torch.cat(
+        [model.encode(x[i : i + ENCODE_BATCH].to(device))[0].cpu() for i in range(0, len(x), ENCODE_BATCH)]
+    )
 
 
 def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
@@ -181,15 +185,15 @@ def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[
     variances = (centred**2).sum(0) / max(n - 1, 1)  # (Z,)
     total = float(variances.sum())
     shares = (variances / total).tolist() if total > 0 else [0.0] * z_dim
-    basis = torch.eye(2, z_dim, dtype=torch.float64)  # (2, Z); a zero second row when Z == 1
-    return torch.zeros(z_dim, dtype=torch.float64), basis, (shares + [0.0])[:2]
+    basis = torch.eye(2, z_dim, dtype=torch.float64, device="cpu")  # (2, Z); a zero second row when Z == 1
+    return torch.zeros(z_dim, dtype=torch.float64, device="cpu"), basis, (shares + [0.0])[:2]
 
 
 def _view(points: torch.Tensor, prior_centre: list[float] | None) -> list[float]:
     """[a_min, a_max, b_min, b_max] of a square window holding all points (and the prior's outer circle)."""
     lo, hi = points.min(0).values, points.max(0).values  # (2,)
     if prior_centre is not None:
-        centre = torch.tensor(prior_centre, dtype=points.dtype)
+        centre = torch.tensor(prior_centre, dtype=points.dtype, device=points.device)
         lo, hi = torch.minimum(lo, centre - PRIOR_RADII[-1]), torch.maximum(hi, centre + PRIOR_RADII[-1])
     half = float((hi - lo).max()) / 2 * (1 + 2 * VIEW_PADDING) or 1.0  # equal scales keep circles round
     mid = (lo + hi) / 2
@@ -221,9 +225,9 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
     _, x_test = training_targets(run.config, data)  # what the encoder was trained to take
     codes = latent_codes(model, x_test).to(torch.float64)  # (N, Z)
     mean, basis, explained = latent_plane(codes)
-    keep = torch.arange(len(codes))
+    keep = torch.arange(len(codes), device="cpu")
     if len(codes) > max_points:
-        order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED))
+        order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED), device="cpu")
         keep = order[:max_points].sort().values
     points = (codes[keep] - mean) @ basis.T  # (P, 2) plane coordinates
     is_vae = model.kind == "vae"

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from vaelab import objectives, plots
 from vaelab.config import SEED_RANGE
 from vaelab.data import ImageData, check_matches, load_data_for, training_targets
+from vaelab.devices import Compute, model_device
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD
@@ -81,8 +82,9 @@ class FigureOptions:
     seed: int = 0  # which test images and prior draws are shown
 
 
-def open_runs(paths: list[str | Path], data_source: str | None = None) -> list[RunView]:
-    """Load each run folder and its test data (each data set once), checked to fit the model."""
+def open_runs(paths: list[str | Path], data_source: str | None = None, compute: Compute | None = None) -> list[RunView]:
+    """Load each run folder and its test data (each data set once), checked to fit the model; each model moved to
+    compute's device (default: left on the CPU)."""
     cache: dict[str, ImageData] = {}
     views = []
     names = _display_names([Path(p) for p in paths])
@@ -93,6 +95,8 @@ def open_runs(paths: list[str | Path], data_source: str | None = None) -> list[R
             cache[source] = load_data_for(run.config, source)
         data = cache[source]
         check_matches(data, run.model.image_shape, f"the model in {path}")
+        if compute is not None:
+            compute.prepare(run.model)
         views.append(RunView(name, run, data, training_targets(run.config, data)[1]))
     return views
 
@@ -131,7 +135,7 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
 
 def prior_quantiles(n: int, low: float = QUANTILE_RANGE[0], high: float = QUANTILE_RANGE[1]) -> torch.Tensor:
     """n values z with Phi(z) evenly spaced in [low, high]: the inverse normal CDF (ndtri) of a linspace.  # (n,)"""
-    return torch.special.ndtri(torch.linspace(low, high, n, dtype=torch.float64)).float()
+    return torch.special.ndtri(torch.linspace(low, high, n, dtype=torch.float64, device="cpu")).float()
 
 
 def manifold_points(z1_values: torch.Tensor, z2_values: torch.Tensor) -> torch.Tensor:
@@ -146,7 +150,7 @@ def code_range_values(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per axis of (N, 2) codes, n values evenly spaced from the codes' `low` to their `high` quantile.  # (n,) x 2"""
     ends = np.quantile(codes, [low, high], axis=0)  # (2, 2): rows low/high, columns z₁/z₂
-    return tuple(torch.linspace(float(ends[0, a]), float(ends[1, a]), n) for a in range(2))
+    return tuple(torch.linspace(float(ends[0, a]), float(ends[1, a]), n, device="cpu") for a in range(2))
 
 
 def manifold_panel(view: RunView, n: int) -> plots.ManifoldPanel:
@@ -163,15 +167,16 @@ def manifold_panel(view: RunView, n: int) -> plots.ManifoldPanel:
         how = f"no prior: grid over the {span} range of its test codes"
         axis_labels = (f"z₁ ({span} of its codes)", f"z₂ ({span} of its codes)")
     with torch.no_grad():
-        images = view.model.decode_mean(manifold_points(*values))
+        images = view.model.decode_mean(manifold_points(*values).to(model_device(view.model))).cpu()
     return plots.ManifoldPanel(f"{view.title}\n{how}", images, values[0].numpy(), values[1].numpy(), axis_labels)
 
 
 @torch.no_grad()
 def interpolations(model: AutoEncoder, x_a: torch.Tensor, x_b: torch.Tensor, steps: int) -> torch.Tensor:
     """decode_mean((1-t) mu(x_a) + t mu(x_b)) for `steps` t in [0, 1], per pair.  # (P, S, C, H, W)"""
-    mu_a, _ = model.encode(x_a)  # (P, Z)
-    mu_b, _ = model.encode(x_b)
+    device = model_device(model)
+    mu_a, _ = model.encode(x_a.to(device))  # (P, Z)
+    mu_b, _ = model.encode(x_b.to(device))
     return decode_line(model, mu_a, mu_b, steps)
 
 

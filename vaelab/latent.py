@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vaelab.devices import model_device
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD, INTERP_POINTS, KNN_K, NEIGHBOURS
 from vaelab.models import AutoEncoder
 
@@ -17,10 +18,11 @@ from vaelab.models import AutoEncoder
 def encode_means(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray | None]:
     """(mu (N, Z), logvar (N, Z) or None for the AutoEncoder) of q(z|x) over a whole split."""
     mus, logvars = [], []
+    device = model_device(model)
     for start in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[start : start + batch_size])
-        mus.append(mu)
-        logvars.append(logvar)
+        mu, logvar = model.encode(x[start : start + batch_size].to(device))
+        mus.append(mu.cpu())
+        logvars.append(None if logvar is None else logvar.cpu())
     logvar = None if logvars[0] is None else torch.cat(logvars).numpy()
     return torch.cat(mus).numpy(), logvar
 
@@ -98,9 +100,9 @@ def interpolation_pairs(n_images: int, n_pairs: int, labels: np.ndarray | None =
 @torch.no_grad()
 def decode_line(model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
     """decode_mean((1-t) z_a + t z_b) for `steps` values of t evenly spaced in [0, 1], per pair.  # (P, S, C, H, W)"""
-    t = torch.linspace(0, 1, steps).view(1, steps, 1)  # (1, S, 1)
+    t = torch.linspace(0, 1, steps, device=z_a.device).view(1, steps, 1)  # (1, S, 1)
     z = (1 - t) * z_a[:, None] + t * z_b[:, None]  # (P, S, Z)
-    images = model.decode_mean(z.flatten(0, 1))  # (P*S, C, H, W)
+    images = model.decode_mean(z.flatten(0, 1).to(model_device(model))).cpu()  # (P*S, C, H, W), on the host
     return images.view(len(z_a), steps, *images.shape[1:])
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from vaelab import objectives
 from vaelab.config import DISCRETISED_LIKELIHOODS, RunConfig
+from vaelab.devices import model_device
 from vaelab.errors import VaelabError
 from vaelab.nets import DECODERS, ENCODERS
 
@@ -72,17 +73,19 @@ class AutoEncoder(nn.Module):
         """The AE decodes the image itself: C logits per pixel."""
         return self.image_shape[0]
 
+    # Network outputs are cast to float32 (a no-op without autocast): under --precision bf16/fp16 the networks run
+    # in half precision, while the likelihood, the KL and their sums stay in float32.
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.encoder(x), None  # (B, Z), no variance
+        return self.encoder(x).float(), None  # (B, Z), no variance
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, C, H, W) logits
+        return self.decoder(z).float()  # (B, C, H, W) logits
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """The decoded image in [0, 1]: the lecture's final Sigmoid."""
         return torch.sigmoid(self.decode(z))
 
-    def loss_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor, *, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(||x - d(e(x))||² (B,), zeros (B, Z)): the squared error of the image against its reconstruction."""
         z, _ = self.encode(x)
         recon = objectives.squared_error(self.decode_mean(z), x)  # (B,)
@@ -111,13 +114,16 @@ class VAE(AutoEncoder):
             self.register_buffer("fixed_pixel_logvar", torch.tensor(start), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, raw_logvar = self.encoder(x).chunk(2, dim=-1)  # (B, Z) each
+        mu, raw_logvar = self.encoder(x).float().chunk(2, dim=-1)  # (B, Z) each
         return mu, objectives.soft_clamp(raw_logvar, LOGVAR_BOUND)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I): the sample is differentiable in mu and logvar."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise=None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I): the sample is differentiable in mu and logvar. eps comes from
+        `noise` (a vaelab.noise.ImageNoise: the same per image however a batch is split across processes) when
+        given, else from torch's global generator."""
+        eps = torch.randn_like(mu) if noise is None else noise.normal_like(mu)
+        return mu + torch.exp(0.5 * logvar) * eps
 
     def decoder_channels(self, config: RunConfig) -> int:
         """The parameters of p(x|z) per pixel: see likelihood_channels."""
@@ -171,10 +177,10 @@ class VAE(AutoEncoder):
             return objectives.soft_clamp(self.raw_pixel_logvar, LOGVAR_BOUND)
         return self.fixed_pixel_logvar
 
-    def loss_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_parts(self, x: torch.Tensor, *, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(-E_q[log p(x|z)] estimated with one sample (B,), KL(q(z|x) || N(0, I)) per dimension (B, Z))."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar)
+        z = self.reparameterize(mu, logvar, noise)
         recon = -self.log_likelihood(self.decode(z), x)
         return recon, objectives.gaussian_kl(mu, logvar)
 
@@ -212,13 +218,16 @@ def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> AutoEnc
 
 @torch.no_grad()
 def sample_prior(model: AutoEncoder, n: int, seed: int = 0) -> torch.Tensor:
-    """Decode n draws z ~ N(0, I): the VAE's generative model; for the AE, the lecture's 'random latent points'."""
-    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
-    return model.decode_mean(z)  # (n, C, H, W)
+    """Decode n draws z ~ N(0, I): the VAE's generative model; for the AE, the lecture's 'random latent points'.
+
+    The draws come from the host's generator, so every device decodes the same z; the images come back to the host.
+    """
+    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
+    return model.decode_mean(z.to(model_device(model))).cpu()  # (n, C, H, W)
 
 
 @torch.no_grad()
 def reconstruct(model: AutoEncoder, x: torch.Tensor) -> torch.Tensor:
-    """d(mu(x)): the decoded posterior mean (the AE's code), the deterministic reconstruction."""
-    mu, _ = model.encode(x)
-    return model.decode_mean(mu)  # (B, C, H, W)
+    """d(mu(x)): the decoded posterior mean (the AE's code), the deterministic reconstruction, on the host."""
+    mu, _ = model.encode(x.to(model_device(model)))
+    return model.decode_mean(mu).cpu()  # (B, C, H, W)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vaelab import plots
 from vaelab.atomic import atomic_write_bytes
+from vaelab.devices import Compute
 from vaelab.errors import VaelabError
 from vaelab.explorer import DecoderNotShowable, explorer_html
 from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
@@ -176,16 +177,20 @@ code { font-size: 0.95em; }
 
 
 def write_report(
-    paths: list[str | Path], out: str | Path, data_source: str | None = None, explorers: str = "auto"
+    paths: list[str | Path],
+    out: str | Path,
+    data_source: str | None = None,
+    explorers: str = "auto",
+    compute: Compute | None = None,
 ) -> None:
     """Write the report of run folders, or of a `vaelab compare` folder (holding comparison.json), to `out`.
 
-    explorers: which runs get a live latent explorer, one of EXPLORERS.
+    explorers: which runs get a live latent explorer, one of EXPLORERS; compute: the models' device (default CPU).
     """
     check_explorers(explorers)
     out = plots.check_output_path(out, ".html")
     run_paths, compared = resolve_inputs([Path(p) for p in paths])
-    views = open_runs(run_paths, data_source)
+    views = open_runs(run_paths, data_source, compute)
     comparison = read_comparison(views, compared)
     atomic_write_bytes(out, build_report(views, comparison, explorers=explorers).encode("utf-8"))
 

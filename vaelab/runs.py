@@ -108,9 +108,7 @@ def _check_pointer(pointer, path: Path) -> dict:
     )
     history = pointer.get("history")
     _require(
-        isinstance(history, list)
-        and len(history) == pointer["epoch"]
-        and all(map(_is_metrics_row, history)),
+        isinstance(history, list) and len(history) == pointer["epoch"] and all(map(_is_metrics_row, history)),
         path,
         "history must hold one metrics row per epoch",
     )
@@ -267,7 +265,8 @@ def load_run(run_dir: str | Path, expect_kind: str | None = None) -> Run:
     check_model_tensors(model_tensors, skeleton, where)
     optimizer_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     check_optimizer_tensors(optimizer_state, skeleton, where)
-    model = build_model(config, tuple(pointer["image_shape"]))
+    with torch.device("cpu"):  # on the host, as the checkpoint is: the command moves it where it computes
+        model = build_model(config, tuple(pointer["image_shape"]))
     model.load_state_dict(model_tensors)
     model.eval()
     return Run(run_dir, config, model, pointer["epoch"], pointer["history"], optimizer_state, pointer["file"])
@@ -278,7 +277,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
     out = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            out[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+            out[f"optim.{index}.{key}"] = torch.as_tensor(value, device="cpu").detach().clone().contiguous()
     return out
 
 
@@ -385,7 +384,8 @@ class RunFolder:
     ) -> None:
         """Write the weights and optimiser state after len(history) epochs, then commit them (checkpoint.json)."""
         epoch = len(history)
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+        # On the host: a checkpoint names no device and loads onto any.
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         tensors.update(_optimizer_tensors(optimizer))
         name = f"checkpoint-{epoch:04d}.safetensors"
         payload = save(tensors)

@@ -1,16 +1,21 @@
-"""The training loop: batches gathered from a shuffled permutation of the stored (uint8) images, Adam.
+"""The training loop: batches gathered from a shuffled permutation of the stored (uint8) images, Adam; in one
+process, or in several started by torchrun (vaelab.distributed), which compute what one process computes.
 
-Only a batch is ever converted to float, so training holds the data at one byte a pixel, in memory or
-memory-mapped from the decode cache (vaelab.data).
+Only a batch is ever converted to float (on the device, when the images fit there), so training holds the data at
+one byte a pixel, in memory or memory-mapped from the decode cache (vaelab.data).
 
-Reproducibility: every epoch reseeds its random streams from (seed, epoch), so an interrupted run resumed from
-its last checkpoint replays exactly the batches, binarisations and noise the uninterrupted run would have seen.
+Reproducibility: an epoch's permutation is a function of (seed, epoch) and a step's noise (its binarisation and
+its posterior samples) of (seed, epoch, step), drawn for the whole global batch (vaelab.noise). So an interrupted
+run resumed from its last checkpoint replays exactly the batches and noise the uninterrupted run would have seen,
+and N processes, each taking its share of every global batch, see the numbers one process sees.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,11 +23,14 @@ from tqdm import tqdm
 
 from vaelab import objectives
 from vaelab.config import RunConfig
-from vaelab.data import TEST_SEED, ImageData, Pixels, binarize, check_matches, load_data_for, training_pixels
+from vaelab.data import TEST_SEED, ImageData, Pixels, check_matches, load_data_for, training_pixels
+from vaelab.devices import Compute, DeviceImages
+from vaelab.distributed import Processes
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
 from vaelab.models import AutoEncoder, build_model, check_likelihood_data, reconstruct, sample_prior
-from vaelab.runs import Run, RunFolder, restore_optimizer
+from vaelab.noise import ImageNoise, binarize_per_image, stream_seed
+from vaelab.runs import Run, RunFolder, load_run, restore_optimizer
 
 # Written into every metrics line so a number is never read without its units.
 LOSS_SCALING = (
@@ -79,60 +87,122 @@ def train(
     resume: bool = False,
     data: ImageData | None = None,
     progress: bool = True,
+    compute: Compute | None = None,
+    processes: Processes | None = None,
 ) -> Run:
     """Train (or, with resume=True, continue) the configured model, checkpointing into `out` after each epoch.
 
-    `out` is held locked for the whole call; see vaelab.runs.RunFolder for what a failure leaves behind.
+    `compute` says where and how (default: the CPU, fp32); `processes`, which processes train together (default:
+    this one alone). Only rank 0 holds `out` (locked for the whole call; see vaelab.runs.RunFolder for what a
+    failure leaves behind), writes to it and prints.
     """
     config.validate()
+    compute = compute or Compute()
+    processes = processes or Processes()
+    progress = progress and processes.is_main
     out = Path(out)
-    with RunFolder(out, resume) as folder:
-        if data is None:
-            data = load_data_for(config, progress=progress)
-            if progress:
-                print(data.description, flush=True)
-        check_likelihood_data(config, data.max_value, data.x_test)
-        torch.manual_seed(config.seed)
-        model = build_model(config, data.image_shape)
-        optimizer = make_optimizer(model, config.lr)
-        history = _resume(folder, config, data, model, optimizer) if resume else []
-        x_train, x_test = training_pixels(config, data)
+    with contextlib.ExitStack() as stack:
+        opened = processes.together(lambda: _open(stack, config, out, resume, data, processes, progress))
+        folder, data, previous = opened
+        board = processes.together(lambda: _open_tensorboard(config, folder, previous))
+        model, optimizer = _build(config, data.image_shape, previous, compute)
+        history = list(previous.history) if previous else []
+        x_train, x_test = training_pixels(config, data)  # stored pixels; floats made a batch at a time
+        images = DeviceImages(x_train.values, compute.device, max_value=x_train.max_value)
+        stepper = Stepper(model, optimizer, config, compute, processes)
+        state = folder.state_sentence if folder else lambda: f"{out} keeps the last checkpoint process 0 committed"
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-        board = _open_tensorboard(config.tensorboard, len(history) + 1) if config.tensorboard else None
-        for epoch in range(len(history) + 1, config.epochs + 1):
-            started = time.perf_counter()
-            try:
-                train_means = train_epoch(model, optimizer, config, x_train, epoch, steps_per_epoch, progress)
-            except NonFiniteLoss as exc:
-                raise VaelabError(f"{exc}; {folder.state_sentence()} (try a lower --lr or --clip-grad)") from None
-            seconds = time.perf_counter() - started
-            test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED)
-            history.append(
-                {
-                    "epoch": epoch,
-                    **{f"train_{k}": v for k, v in train_means.items()},
-                    **{f"test_{k}": v for k, v in test_means.items()},
-                    "beta": kl_weight(config, epoch * steps_per_epoch, steps_per_epoch),
-                    "seconds": round(seconds, 3),
-                    "images_per_second": round(len(x_train) / seconds, 1),
-                    "scaling": LOSS_SCALING,
-                }
-            )
-            folder.save_checkpoint(model, optimizer, config, history)
-            if board is not None:
-                _log_to_tensorboard(board, model, history[-1], x_test)
-            if progress:
-                print(epoch_line(history[-1], config.epochs), flush=True)
+        with processes.peers_lost(state):
+            for epoch in range(len(history) + 1, config.epochs + 1):
+                started = time.perf_counter()
+                try:
+                    train_means = train_epoch(stepper, images, epoch, steps_per_epoch, progress)
+                except NonFiniteLoss as exc:
+                    raise processes.error(f"{exc}; {state()} (try a lower --lr or --clip-grad)") from None
+                seconds = time.perf_counter() - started
+                with compute.autocast():
+                    test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED, processes=processes)
+                beta = kl_weight(config, epoch * steps_per_epoch, steps_per_epoch)
+                history.append(epoch_row(epoch, train_means, test_means, beta, seconds, len(x_train), stepper))
+                if folder is not None:
+                    folder.save_checkpoint(model, optimizer, config, history)
+                if board is not None:
+                    _log_to_tensorboard(board, model, history[-1], x_test)
+                if progress:
+                    print(epoch_line(history[-1], config.epochs), flush=True)
         if board is not None:
             board.close()
     model.eval()
-    return Run(out, config, model, config.epochs, history, checkpoint_file=folder.current_file)
+    return Run(out, config, model, config.epochs, history, checkpoint_file=folder.current_file if folder else "")
 
 
-def _open_tensorboard(log_dir: str, first_epoch: int):
+def epoch_row(
+    epoch: int, train_means: dict, test_means: dict, beta: float, seconds: float, images: int, stepper: Stepper
+) -> dict:
+    """One line of metrics.jsonl: the epoch's means, its time, and where and how it was computed."""
+    return {
+        "epoch": epoch,
+        **{f"train_{k}": v for k, v in train_means.items()},
+        **{f"test_{k}": v for k, v in test_means.items()},
+        "beta": beta,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 1),
+        **stepper.compute.describe(),
+        "processes": stepper.processes.world,
+        "scaling": LOSS_SCALING,
+    }
+
+
+def _open(
+    stack: contextlib.ExitStack,
+    config: RunConfig,
+    out: Path,
+    resume: bool,
+    data: ImageData | None,
+    processes: Processes,
+    progress: bool,
+) -> tuple[RunFolder | None, ImageData, Run | None]:
+    """Rank 0 takes the run folder (its lock and checks); every process loads the data and, on resume, the same
+    checkpoint, checked to fit the flags. Returns (the folder on rank 0 else None, the data, the checkpoint)."""
+    folder = stack.enter_context(RunFolder(out, resume)) if processes.is_main else None
+    if data is None:
+        data = load_data_for(config, progress=progress)
+        if progress:
+            print(data.description, flush=True)
+    check_likelihood_data(config, data.max_value, data.x_test)
+    if not resume:
+        return folder, data, None
+    previous = folder.load(expect_kind=config.model) if folder else load_run(out, expect_kind=config.model)
+    check_matches(data, previous.model.image_shape, f"the checkpoint in {out}")
+    _check_same_network(previous.config, config, out)
+    if previous.epoch >= config.epochs:
+        raise VaelabError(f"{out}: already trained for {previous.epoch} epochs; raise --epochs to continue")
+    return folder, data, previous
+
+
+def _build(
+    config: RunConfig, image_shape: tuple[int, int, int], previous: Run | None, compute: Compute
+) -> tuple[AutoEncoder, torch.optim.Optimizer]:
+    """The model (its checkpoint's weights on resume) on the device, and its Adam with the checkpoint's state."""
+    torch.manual_seed(config.seed)
+    with torch.device("cpu"):  # initial weights from the CPU generator: the same on every device and process
+        model = build_model(config, image_shape)
+    if previous is not None:
+        model.load_state_dict(previous.model.state_dict())
+    compute.prepare(model)
+    optimizer = make_optimizer(model, config.lr)
+    if previous is not None:
+        restore_optimizer(optimizer, previous.optimizer_state)
+    return model, optimizer
+
+
+def _open_tensorboard(config: RunConfig, folder: RunFolder | None, previous: Run | None):
+    """The TensorBoard writer of rank 0 when --tensorboard asks for one, else None."""
+    if not config.tensorboard or folder is None:
+        return None
     from vaelab.tensorboard_log import open_writer  # here: it imports matplotlib, which training otherwise never needs
 
-    return open_writer(log_dir, first_epoch)
+    return open_writer(config.tensorboard, previous.epoch + 1 if previous else 1)
 
 
 def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: Pixels) -> None:
@@ -140,87 +210,122 @@ def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: Pixels) ->
     learning) and the first 16 test images over their reconstructions."""
     from vaelab.tensorboard_log import log_epoch
 
-    originals = x_test[:16]
+    originals = x_test[:16].cpu()
     log_epoch(board, row["epoch"], row, sample_prior(model, 16, seed=0), originals, reconstruct(model, originals))
 
 
-def _resume(
-    folder: RunFolder, config: RunConfig, data: ImageData, model: AutoEncoder, optimizer: torch.optim.Optimizer
-) -> list[dict]:
-    """Load the folder's checkpoint into `model` and `optimizer`, after checking it fits; returns its history."""
-    run = folder.load(expect_kind=config.model)
-    check_matches(data, run.model.image_shape, f"the checkpoint in {folder.path}")
-    _check_same_network(run.config, config, folder.path)
-    model.load_state_dict(run.model.state_dict())
-    restore_optimizer(optimizer, run.optimizer_state)
-    if run.epoch >= config.epochs:
-        raise VaelabError(f"{folder.path}: already trained for {run.epoch} epochs; raise --epochs to continue")
-    return list(run.history)
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The epoch's permutation of the n training images, drawn on the host: the same on every process.  # (n,)"""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)), device="cpu")
 
 
-def batch_loss(
-    model: AutoEncoder, x: torch.Tensor, beta: float, free_bits: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(training loss, mean recon, mean KL) of one batch, scalars per image scaled as LOSS_SCALING says:
-    loss = recon + beta * KL, the KL through free bits (objectives.kl_with_free_bits)."""
-    recon, kl_per_dim = model.loss_parts(x)  # (B,), (B, Z)
-    recon_mean = recon.mean()
-    return recon_mean + beta * objectives.kl_with_free_bits(kl_per_dim, free_bits), recon_mean, kl_per_dim.sum(1).mean()
+@dataclass
+class Stepper:
+    """One optimisation step on a process's share of a global batch: everything it needs besides the batch."""
+
+    model: AutoEncoder
+    optimizer: torch.optim.Optimizer
+    config: RunConfig
+    compute: Compute = field(default_factory=Compute)
+    processes: Processes = field(default_factory=Processes)
+
+    def __post_init__(self):
+        self.loss_parts = self.processes.loss_parts(self.model)  # through DistributedDataParallel with several
+        self.scaler = self.compute.grad_scaler()
+
+    def loss(
+        self, x: torch.Tensor, noise: ImageNoise | None, beta: float, global_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the training loss to differentiate, the summed (loss, recon, kl) of x as LOSS_SCALING says (3,)).
+
+        x is this process's share of a global batch of `global_size` images. The training loss is recon + beta * KL
+        as means over the global batch, the KL through free bits (objectives.kl_with_free_bits); the sums report
+        the KL without free bits.
+        """
+        with self.compute.autocast():
+            recon, kl_per_dim = self.loss_parts(x, noise)  # (b,), (b, Z), float32
+        # DDP averages the processes' gradients; each share's sum scaled by world / global_size makes that average
+        # the gradient of the mean over the global batch, shares of unequal size included.
+        scale = self.processes.world / global_size
+        recon_sum, kl_sums = recon.sum(), kl_per_dim.sum(0)  # (), (Z,)
+        kl_means = kl_sums * scale
+        if self.config.free_bits > 0:  # the floor applies to each dimension's mean over the global batch
+            kl_means = self.processes.global_value(kl_means)
+        kl_term = objectives.kl_with_free_bits(kl_means.unsqueeze(0), self.config.free_bits)  # (1, Z): the means
+        kl_sum = kl_sums.sum()
+        return recon_sum * scale + beta * kl_term, torch.stack((recon_sum + beta * kl_sum, recon_sum, kl_sum))
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward (scaled for fp16), clip, and one Adam step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def step(self, x: torch.Tensor, noise: ImageNoise | None, beta: float, global_size: int) -> torch.Tensor:
+        """Update the model on x; returns x's summed (loss, recon, kl), on the device, unread.  # (3,)"""
+        loss, sums = self.loss(x, noise, beta, global_size)
+        self.update(loss)
+        return sums.detach()
+
+
+class EpochTotals:
+    """The epoch's (loss, recon, kl) summed over every process's images, read from the device in one transfer per
+    interval: each read waits for the device, so it happens every Compute.readback_steps steps, not every step."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.sums = [0.0, 0.0, 0.0]
+        self.images = 0
+        self.batches = 0
+        self.pending: list[tuple[torch.Tensor, int]] = []  # (step's sums on the device, its global batch size)
+
+    def add(self, step_sums: torch.Tensor, global_size: int) -> None:
+        self.pending.append((step_sums, global_size))
+
+    def read(self, processes: Processes) -> None:
+        """Add the pending steps, summed over processes; NonFiniteLoss names the first batch with a non-finite loss."""
+        per_step = processes.sum(torch.stack([sums for sums, _ in self.pending])).tolist()  # (S, 3)
+        for values, (_, size) in zip(per_step, self.pending):
+            self.batches += 1
+            if not math.isfinite(values[0]):
+                where = f"at epoch {self.epoch}, batch {self.batches}"
+                raise NonFiniteLoss(f"non-finite loss ({values[0] / size}) {where}; training stopped")
+            self.sums = [total + value for total, value in zip(self.sums, values)]
+            self.images += size
+        self.pending = []
+
+    def means(self) -> dict[str, float]:
+        return {name: total / self.images for name, total in zip(("loss", "recon", "kl"), self.sums)}
 
 
 def train_epoch(
-    model: AutoEncoder,
-    optimizer: torch.optim.Optimizer,
-    config: RunConfig,
-    x_train: Pixels | torch.Tensor,
-    epoch: int,
-    steps_per_epoch: int,
-    progress: bool = False,
+    stepper: Stepper, images: DeviceImages, epoch: int, steps_per_epoch: int, progress: bool = False
 ) -> dict[str, float]:
-    """One pass over the shuffled training set (stored pixels, or float images in [0, 1]); returns the
-    image-weighted means of loss, recon and kl."""
-    if isinstance(x_train, torch.Tensor):
-        x_train = Pixels(x_train, 1)
-    model.train()
-    seed = epoch_seed(config.seed, epoch)
-    torch.manual_seed(seed)  # reparameterisation noise and dynamic binarisation
-    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
-    totals = [0.0, 0.0, 0.0]  # loss, recon, kl summed over images, in float64
-    bar = tqdm(
-        total=len(x_train),
-        desc=f"epoch {epoch}/{config.epochs}",
-        unit="img",
-        disable=not progress,
-        leave=False,
-        mininterval=0.5,
-    )
-    for batch, start in enumerate(range(0, len(x_train), config.batch_size)):
-        x = x_train.gather(order[start : start + config.batch_size])  # (B, C, H, W) float, the batch alone
+    """One pass over the training set in this epoch's order; returns the image-weighted means of loss, recon and kl
+    over every process's images."""
+    config, processes, device = stepper.config, stepper.processes, stepper.compute.device
+    stepper.model.train()
+    order = epoch_order(config.seed, epoch, len(images))
+    totals = EpochTotals(epoch)
+    bar = tqdm(total=len(images), desc=f"epoch {epoch}/{config.epochs}", unit="img", disable=not progress, leave=False)
+    for batch, (x, rows, global_size) in enumerate(images.batches(order, config.batch_size, processes.rows)):
+        noise = ImageNoise(stream_seed(config.seed, epoch, batch), global_size, rows, device)
         if config.binarize == "dynamic":
-            x = binarize(x)
+            x = binarize_per_image(x, noise)
         beta = kl_weight(config, (epoch - 1) * steps_per_epoch + batch, steps_per_epoch)
-        loss, recon_mean, kl_mean = batch_loss(model, x, beta, config.free_bits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # One read of the three numbers per step: the check below and the running means need nothing more.
-        with torch.no_grad():
-            value, recon_value, kl_value = torch.stack((loss, recon_mean, kl_mean)).tolist()
-        if not math.isfinite(value):
-            bar.close()
-            raise NonFiniteLoss(f"non-finite loss ({value}) at epoch {epoch}, batch {batch + 1}; training stopped")
-        if config.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-        optimizer.step()
-        for i, v in enumerate((recon_value + beta * kl_value, recon_value, kl_value)):
-            totals[i] += v * len(x)
-        bar.update(len(x))
-        if progress and batch % 20 == 0:
-            seen = start + len(x)
-            bar.set_postfix(
-                loss=f"{totals[0] / seen:.2f}",
-                recon=f"{totals[1] / seen:.2f}",
-                kl=f"{totals[2] / seen:.2f}",
-                refresh=False,
-            )
+        totals.add(stepper.step(x, noise, beta, global_size), global_size)
+        if len(totals.pending) == stepper.compute.readback_steps or batch + 1 == steps_per_epoch:
+            seen = totals.images
+            try:
+                totals.read(processes)
+            except NonFiniteLoss:
+                bar.close()
+                raise
+            bar.update(totals.images - seen)
+            bar.set_postfix({k: f"{v:.2f}" for k, v in totals.means().items()}, refresh=False)
     bar.close()
-    return {name: total / len(x_train) for name, total in zip(("loss", "recon", "kl"), totals)}
+    return totals.means()
