@@ -153,7 +153,13 @@ def data_key(data: ImageData) -> str:
 
 def get_classifier(data: ImageData, cache_dir: str | Path, seed: int = 0, progress: bool = False) -> Classifier:
     """The cached feature net of this data set (see the module docstring), trained on its training split first if
-    there is none: a classifier of its labels, or a rotation (flip) predictor when it has none."""
+    there is none: a classifier of its labels, or a rotation (flip) predictor when it has none. It lives on the host
+    whatever device the model uses (decoded samples come back to the host), so every tensor it makes is put there."""
+    with torch.device("cpu"):
+        return _get_classifier(data, cache_dir, seed, progress)
+
+
+def _get_classifier(data: ImageData, cache_dir: str | Path, seed: int, progress: bool) -> Classifier:
     task = task_of(data)
     directory = Path(cache_dir).expanduser() / "classifiers"
     stem = directory / data_key(data)

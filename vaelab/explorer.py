@@ -153,7 +153,7 @@ def decoder_bytes(decoder: nn.Module) -> int:
 @torch.no_grad()
 def _check_decodes_images(model: nn.Module) -> None:
     """The page shows sigmoid(decoder(z)) as the image: refuse a decoder whose output is not one value a pixel."""
-    out_shape = tuple(model.decoder(torch.zeros(1, model.z_dim)).shape[1:])
+    out_shape = tuple(model.decoder(torch.zeros(1, model.z_dim, device=model_device(model))).shape[1:])
     if out_shape != tuple(model.image_shape):
         raise DecoderNotShowable(
             f"the explorer draws sigmoid(decoder(z)) as the image, one logit a pixel, but this decoder gives "

@@ -20,7 +20,7 @@ def binarized(pixels: Pixels, seed: int) -> Pixels:
     """A fixed binarisation of a split, stored as uint8 0/1 (max_value 1), drawn from one seeded generator a chunk
     at a time, so the split is never whole as float."""
     generator = torch.Generator().manual_seed(seed)
-    bits = torch.empty(pixels.shape, dtype=torch.uint8)
+    bits = torch.empty(pixels.shape, dtype=torch.uint8, device=pixels.values.device)
     for start in range(0, len(pixels), BINARIZE_CHUNK):
         bits[start : start + BINARIZE_CHUNK] = binarize(pixels[start : start + BINARIZE_CHUNK], generator)
     return Pixels(bits, 1)
