@@ -21,6 +21,7 @@ from vaelab import data as data_module
 from vaelab.config import RunConfig
 from vaelab.data import MAX_CLASSES, TEST_SEED, ImageData, binarize, load_data, read_idx, training_targets
 from vaelab.errors import VaelabError
+from vaelab.noise import binarize_per_image
 from vaelab.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -433,11 +434,11 @@ def _dynamic_draws(tmp_path: Path, monkeypatch) -> list[torch.Tensor]:
     data = ImageData("grey", grey, None, grey[:4], None)
     draws: list[torch.Tensor] = []
 
-    def recording_binarize(x, generator=None):
-        draws.append(binarize(x, generator))
+    def recording_binarize(x, noise):
+        draws.append(binarize_per_image(x, noise))
         return draws[-1]
 
-    monkeypatch.setattr(sys.modules["vaelab.train"], "binarize", recording_binarize)
+    monkeypatch.setattr(sys.modules["vaelab.train"], "binarize_per_image", recording_binarize)
     config = RunConfig(data="grey", binarize="dynamic", epochs=2, batch_size=8, hidden=[8], z_dim=2)
     train(config, tmp_path / f"run{len(list(tmp_path.iterdir()))}", data=data, progress=False)
     return [d for d in draws if d.shape[0] == 8]  # the training batches (the test split is drawn once, 4 images)
