@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from idx_files import write_idx_set
+from vaelab import devices as devices_module
 from vaelab.config import RunConfig
 from vaelab.data import ImageData, load_data, training_pixels, training_targets
 from vaelab.data import images as images_module
@@ -57,6 +58,7 @@ def test_training_converts_a_batch_at_a_time_never_a_whole_training_split(digits
         return to_float(values, max_value)
 
     monkeypatch.setattr(images_module, "to_float", recording)
+    monkeypatch.setattr(devices_module, "to_float", recording)  # the loop converts its batches on the device
     config = RunConfig(data="digits", epochs=1, batch_size=100, hidden=[16], z_dim=2)
     train(config, tmp_path / "run", data=digits, progress=False)
     assert len(digits.pixels_train) == 1437 and converted

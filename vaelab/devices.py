@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from vaelab.config import PRECISIONS
+from vaelab.data.images import to_float
 from vaelab.errors import VaelabError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -155,13 +156,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
     parameters = getattr(model, "parameters", None)  # duck-typed decoders (a function of z) have none
     first = next(parameters(), None) if parameters is not None else None
     return first.device if first is not None else torch.device("cpu")
-
-
-def to_float(images: torch.Tensor, max_value: float) -> torch.Tensor:
-    """Stored images as the networks take them: floats in [0, 1] (integer pixels / max_value); floats unchanged."""
-    if images.is_floating_point():
-        return images
-    return images.float().div_(max_value)
 
 
 def fits_on(device: torch.device, nbytes: int) -> bool:
