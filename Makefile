@@ -59,6 +59,9 @@ bench: install
 	$(BIN)/python benchmarks/step_breakdown.py
 	$(BIN)/python benchmarks/eager_floor.py
 	$(BIN)/python benchmarks/iwae_speed.py --data mnist5k --k 1000
+	$(BIN)/python benchmarks/image_folder.py --n 10000 --steps 20
+	$(BIN)/python benchmarks/ddp_overhead.py
+	$(BIN)/python benchmarks/gpu_speed.py
 
 clean:
 	rm -rf $(VENV) runs
