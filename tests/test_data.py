@@ -284,6 +284,11 @@ def test_npz_whose_header_claims_more_than_it_holds_is_refused_before_allocating
     path = tmp_path / "forged.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("x.npy", _npy_member(shape, bytes(n_bytes)))
+    assert_refused_before_allocating(path, message)
+
+
+def assert_refused_before_allocating(path: Path, message: str) -> None:
+    """load_data(path) raises VaelabError matching `message` having allocated less than 1 MiB on the way."""
     tracemalloc.start()
     try:
         with pytest.raises(VaelabError, match=message):

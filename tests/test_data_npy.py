@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 
+from test_data import _Unpickled, assert_refused_before_allocating
 from vaelab.data import load_data
 from vaelab.errors import VaelabError
 
@@ -51,24 +50,7 @@ def _forged_npy(shape: tuple[int, ...], n_bytes: int) -> bytes:
 def test_a_damaged_or_forged_npy_is_refused_before_allocating(tmp_path, content, message):
     path = tmp_path / "x.npy"
     path.write_bytes(content)
-    tracemalloc.start()
-    try:
-        with pytest.raises(VaelabError, match=message):
-            load_data(str(path))
-        peak_bytes = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak_bytes < 1 << 20
-
-
-class _Unpickled:
-    """Unpickling this object creates a marker folder: evidence that pickled data was executed."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (str(self.marker),))
+    assert_refused_before_allocating(path, message)
 
 
 def test_an_npy_of_pickled_objects_is_refused_without_unpickling(tmp_path):
