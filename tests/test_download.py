@@ -140,37 +140,9 @@ def test_only_known_sets_can_be_fetched(tmp_path):
         download.fetch("kmnist", tmp_path / "kmnist")
 
 
-def test_cli_train_downloads_mnist_into_data_cache(trust_mirror, tmp_path, capsys):
-    """`vaelab train --data mnist --download` (the CLI's main, in this process so the test sums apply)."""
-    cache, out = tmp_path / "cache", tmp_path / "run"
-    status = main(
-        [
-            "train",
-            "--data",
-            "mnist",
-            "--download",
-            "--data-cache",
-            str(cache),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--hidden",
-            "16",
-            "--z-dim",
-            "2",
-            "--quiet",
-        ]
-    )
-    assert status == 0, capsys.readouterr().err
-    assert len(_files(cache / "mnist")) == 4
-    assert (out / "checkpoint.json").is_file()
-
-
-def test_cli_download_with_a_wrong_checksum_exits_2_with_nothing_written(mirror, tmp_path, cli):
-    """The real command in a subprocess: one error line, status 2, no cache files, no run folder."""
-    cache, out = tmp_path / "cache", tmp_path / "run"
-    result = cli(
+def _download_and_train(cache: Path, out: Path) -> list[str]:
+    """`vaelab train` of one epoch on MNIST, allowed to download it into `cache`."""
+    return [
         "train",
         "--data",
         "mnist",
@@ -182,7 +154,22 @@ def test_cli_download_with_a_wrong_checksum_exits_2_with_nothing_written(mirror,
         "--epochs",
         "1",
         "--quiet",
-    )
+    ]
+
+
+def test_cli_train_downloads_mnist_into_data_cache(trust_mirror, tmp_path, capsys):
+    """`vaelab train --data mnist --download` (the CLI's main, in this process so the test sums apply)."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    status = main([*_download_and_train(cache, out), "--hidden", "16", "--z-dim", "2"])
+    assert status == 0, capsys.readouterr().err
+    assert len(_files(cache / "mnist")) == 4
+    assert (out / "checkpoint.json").is_file()
+
+
+def test_cli_download_with_a_wrong_checksum_exits_2_with_nothing_written(mirror, tmp_path, cli):
+    """The real command in a subprocess: one error line, status 2, no cache files, no run folder."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    result = cli(*_download_and_train(cache, out))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("vaelab: error: ") and "MD5" in result.stderr
     assert _files(cache) == [] and not out.exists()
