@@ -61,11 +61,12 @@ def test_posterior_ellipses_are_one_standard_deviation_wide_around_the_means():
     mu = np.array([[0.5, -1.0], [2.0, 1.0]])
     sigma = np.array([[0.1, 0.3], [0.4, 0.2]])
     fig = plots.posterior_ellipses([plots.PosteriorPanel("p", mu, sigma, np.array([3, 7]))])
-    outlines = [p for p in fig.axes[0].patches if type(p) is Ellipse and not p.get_fill()]  # Circle is an Ellipse
+    outlines = [p for p in fig.axes[0].patches if type(p) is Ellipse]  # the prior's Circles are Ellipses too
     assert len(outlines) == 2
     for e, m, s in zip(outlines, mu, sigma):
         assert e.center == pytest.approx(tuple(m))
         assert (e.width, e.height) == pytest.approx((2 * s[0], 2 * s[1]))
+        assert e.get_facecolor()[3] == pytest.approx(0.18) and e.get_edgecolor()[3] == 1  # faint fill, full edge
 
 
 def test_kl_bars_show_each_dimension_and_hatch_the_inactive_ones():

@@ -17,6 +17,7 @@ import matplotlib.image
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Ellipse, Patch
@@ -287,26 +288,10 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
         for i in range(len(panel.mu)):
             label = 0 if panel.labels is None else int(panel.labels[i])
             colour = CLASS_COLOURS[label % 10]
-            ax.add_patch(
-                Ellipse(
-                    tuple(panel.mu[i]),
-                    2 * panel.sigma[i, 0],
-                    2 * panel.sigma[i, 1],
-                    facecolor=colour,
-                    edgecolor="none",
-                    alpha=0.18,
-                )
-            )
-            ax.add_patch(
-                Ellipse(
-                    tuple(panel.mu[i]),
-                    2 * panel.sigma[i, 0],
-                    2 * panel.sigma[i, 1],
-                    fill=False,
-                    edgecolor=colour,
-                    linewidth=1.2,
-                )
-            )
+            # One patch: a faint fill and a full-strength edge (the alpha lives in the face colour alone).
+            width, height = 2 * panel.sigma[i, 0], 2 * panel.sigma[i, 1]
+            face = to_rgba(colour, 0.18)
+            ax.add_patch(Ellipse(tuple(panel.mu[i]), width, height, facecolor=face, edgecolor=colour, linewidth=1.2))
             ax.plot(*panel.mu[i], linestyle="", markersize=4, markeredgewidth=0, **_class_style(label))
         ax.set_xlim(-reach, reach)
         ax.set_ylim(-reach, reach)
