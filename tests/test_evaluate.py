@@ -233,14 +233,7 @@ def test_evaluate_command_refuses_a_non_positive_k(cli, vae_run):
 
 
 def test_binarised_run_is_evaluated_on_the_inputs_it_was_trained_on(tmp_path, digits):
-    from vaelab import RunConfig, train
-
-    run = train(
-        RunConfig(data="digits", epochs=1, hidden=[32], z_dim=4, binarize="dynamic"),
-        tmp_path,
-        data=digits,
-        progress=False,
-    )
+    run = _train_on(digits, tmp_path, data="digits", epochs=1, batch_size=128, binarize="dynamic")
     result = evaluate_run(run, digits, k=2, skip_samples=True, skip_latent=True)
     # The same binarised test images, encoded and scored as the training loop's test evaluation does.
     assert result["generation"]["neg_elbo_nats"] == pytest.approx(run.history[-1]["test_loss"], rel=1e-9)
@@ -261,11 +254,12 @@ def eight_bit(tmp_path_factory):
     return load_data(str(path))
 
 
-def _train_on(data, tmp_path, **fields):
+def _train_on(images, tmp_path, **fields):
+    """A small VAE trained in-process on `data`; `fields` override the RunConfig defaults below."""
     from vaelab import RunConfig, train
 
-    config = RunConfig(data="colour.npz", epochs=3, hidden=[32], z_dim=4, batch_size=64, **fields)
-    return train(config, tmp_path, data=data, progress=False)
+    config = RunConfig(**{"data": "colour.npz", "epochs": 3, "hidden": [32], "z_dim": 4, "batch_size": 64, **fields})
+    return train(config, tmp_path, data=images, progress=False)
 
 
 def test_discretised_likelihood_reports_its_bounds_in_bits_per_dim(tmp_path, eight_bit):
@@ -328,14 +322,7 @@ def test_bits_per_dim_are_absent_with_the_reason_for_grey_bernoulli_targets_and_
 
 
 def test_binarised_data_reports_bits_per_binary_pixel(tmp_path, digits):
-    from vaelab import RunConfig, train
-
-    run = train(
-        RunConfig(data="digits", epochs=1, hidden=[32], z_dim=4, binarize="static"),
-        tmp_path,
-        data=digits,
-        progress=False,
-    )
+    run = _train_on(digits, tmp_path, data="digits", epochs=1, batch_size=128, binarize="static")
     result = evaluate_run(run, digits, k=5, skip_samples=True, skip_latent=True)
     gen = result["generation"]
     assert gen["bits_per_dim_iwae"] == pytest.approx(gen["nll_iwae_nats"] / (64 * math.log(2)), rel=1e-12)
