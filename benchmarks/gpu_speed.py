@@ -73,7 +73,7 @@ def examples_epoch(model, optimizer, loader: DataLoader, device: torch.device) -
     for x, _ in loader:
         x = x.to(device)
         optimizer.zero_grad()
-        recon, kl_per_dim = model.loss_parts(x)
+        recon, kl_per_dim = model.loss_parts(x)[:2]
         loss = recon.sum() + kl_per_dim.sum()
         loss.backward()
         train_loss += loss.item()
@@ -86,7 +86,7 @@ def pythae_epoch(model, optimizer, loader: DataLoader, device: torch.device) -> 
     epoch_loss = 0.0
     for inputs in loader:
         inputs = {key: value.to(device) for key, value in inputs.items()}
-        recon, kl_per_dim = model.loss_parts(inputs["data"])
+        recon, kl_per_dim = model.loss_parts(inputs["data"])[:2]
         loss = (recon + kl_per_dim.sum(1)).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -107,7 +107,7 @@ def images_for(case: Case, n: int, data_name: str) -> torch.Tensor:
 def step_flops(model, x: torch.Tensor) -> int:
     """The matrix-product and convolution FLOPs of one training step (forward and backward) on batch x."""
     with FlopCounterMode(display=False) as counter:
-        recon, kl_per_dim = model.loss_parts(x)
+        recon, kl_per_dim = model.loss_parts(x)[:2]
         (recon.sum() + kl_per_dim.sum()).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()

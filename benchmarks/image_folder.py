@@ -92,7 +92,7 @@ class PngFolder(torch.utils.data.Dataset):
 
 def step(model, optimizer, x: torch.Tensor) -> None:
     """One step of the negative ELBO, through the model's public interface (the same for both contenders)."""
-    recon, kl_per_dim = model.loss_parts(x)
+    recon, kl_per_dim = model.loss_parts(x)[:2]
     loss = (recon + kl_per_dim.sum(1)).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -38,7 +38,7 @@ def per_image_loop(model, x: torch.Tensor, k: int, generator: torch.Generator) -
         z = mu + torch.exp(0.5 * logvar) * torch.randn((k, model.z_dim), generator=generator)  # (K, Z)
         logits = model.decode(z)  # (K, C, H, W)
         log_lik = model.log_likelihood(logits, x[i : i + 1].expand_as(logits))  # (K,)
-        log_w = log_importance_weights(log_lik, z, mu, logvar)  # (K,)
+        log_w = log_importance_weights(log_lik, model.prior.log_prob(z), z, mu, logvar)  # (K,)
         out[i] = torch.logsumexp(log_w.double(), 0) - math.log(k)
     return out
 
@@ -55,7 +55,7 @@ def replicated_loop(model, x: torch.Tensor, k: int, generator: torch.Generator, 
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
             probs = model.decode_mean(z).flatten(1)  # (rows, D)
             log_lik = -F.binary_cross_entropy(probs, x[i : i + 1].flatten(1).expand_as(probs), reduction="none")
-            log_w.append(log_importance_weights(log_lik.sum(1), z, mu, logvar))
+            log_w.append(log_importance_weights(log_lik.sum(1), model.prior.log_prob(z), z, mu, logvar))
         out[i] = torch.logsumexp(torch.cat(log_w).double(), 0) - math.log(k)
     return out
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 from vaelab import load_run
 from vaelab.cli import INACTIVE_KL_NATS, build_parser, collapse_warning
-from vaelab.config import GROUPS, RunConfig
+from vaelab.config import GROUPS, MODELS, RunConfig
 
 
 def test_train_evaluate_sample_reconstruct_end_to_end(tmp_path, cli):

@@ -22,18 +22,15 @@ DEFAULT_CHUNK_ROWS = 1024
 
 
 def log_importance_weights(
-    log_px_given_z: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    log_px_given_z: torch.Tensor, log_pz: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
 ) -> torch.Tensor:
-    """log w = log p(x|z) + log p(z) - log q(z|x), p(z) = N(0, I), q = N(mu, diag exp(logvar)).  # (...,)
+    """log w = log p(x|z) + log p(z) - log q(z|x), q = N(mu, diag exp(logvar)).  # (...,)
 
     Burda et al. (2016), eq. 8: w_k = p(x, z_k) / q(z_k | x), with z_k ~ q(z|x). `z` is (..., Z) and
-    broadcasts against mu and logvar; log_px_given_z has z's leading shape.
+    broadcasts against mu and logvar; log_px_given_z and log_pz (the prior's log-density of z) have z's leading
+    shape.
     """
-    return (
-        log_px_given_z
-        + objectives.standard_normal_log_density(z)
-        - objectives.diagonal_normal_log_density(z, mu, logvar)
-    )
+    return log_px_given_z + log_pz - objectives.diagonal_normal_log_density(z, mu, logvar)
 
 
 @torch.no_grad()
@@ -76,7 +73,7 @@ def iwae_bound(
                 z = mu + std * eps  # (Kc, B, Z)
                 # (Kc, B, P, H, W): P = C logits, or a discretised logistic's parameters per pixel
                 logits = model.decode(z.reshape(-1, model.z_dim)).unflatten(0, (kc, len(xb)))
-                log_w = log_importance_weights(model.log_likelihood(logits, xb), z, mu, logvar)  # (Kc, B)
+                log_w = log_importance_weights(model.log_likelihood(logits, xb), model.prior.log_prob(z), z, mu, logvar)
                 running = torch.logaddexp(running, torch.logsumexp(log_w.to("cpu", torch.float64), dim=0))
             out.append(running - math.log(k))
             bar.update(len(xb))

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from vaelab.config import DEVICES, GROUPS, PRECISIONS, SEED_RANGE, RunConfig
+from vaelab.config import DEVICES, GROUPS, PRECISIONS, SEED_RANGE, SPEC_HELP, RunConfig
 from vaelab.errors import VaelabError
 
 # A latent unit whose mean test KL(q(z_u|x) || p(z_u)) is below this many nats carries next to no information
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         default="ae,vae,beta-vae:4",
-        help="comma-separated: ae, vae, beta-vae:B (beta B), or existing run folders (default %(default)s)",
+        help=f"comma-separated: {SPEC_HELP}, or existing run folders (default %(default)s)",
     )
     p.add_argument("--data", help="data set for training and evaluation (default mnist5k, or the first run folder's)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of every model trained here (default %(default)s)")

@@ -1,6 +1,8 @@
 """Models side by side: train each with the same data, seed and budget (or take run folders), evaluate, tabulate.
 
-A model spec is ``ae``, ``vae``, ``beta-vae:B`` (the VAE with beta = B) or the path of an existing run folder.
+A model spec is a family's name (``ae``, ``vae``, ``iwae``, ``cvae``, ``vamp``, ``vqvae``, ``beta-tcvae``), with
+``:VALUE`` for its one setting (SPEC_PARAMETERS: ``beta-vae:B`` is the VAE with beta = B, ``iwae:5`` trains on
+L_5), or the path of an existing run folder.
 Output: ``OUT/<spec with ':' as '-'>`` run folders (each with its eval.json), ``OUT/comparison.json`` and
 ``OUT/comparison.md``. The rows are vaelab.measures' measures, with their names, directions and descriptions;
 every one is reported as measured, and the better value is marked by the measure's fixed direction, never chosen
@@ -13,7 +15,7 @@ import math
 from pathlib import Path
 
 from vaelab.atomic import atomic_write_bytes, atomic_write_json
-from vaelab.config import RunConfig
+from vaelab.config import MODELS, SPEC_HELP, SPEC_PARAMETERS, RunConfig
 from vaelab.data import ImageData, check_matches, load_data_for
 from vaelab.devices import Compute
 from vaelab.errors import VaelabError
@@ -56,23 +58,33 @@ def _best(values: dict[str, float | None], better: str | None) -> str | None:
 
 
 def parse_spec(spec: str) -> tuple[str, dict | Path]:
-    """(folder name, RunConfig overrides) for a model spec, or (folder name, path) for an existing run folder."""
-    if spec == "ae":
-        return "ae", {"model": "ae"}
-    if spec == "vae":
-        return "vae", {"model": "vae"}
-    if spec.startswith("beta-vae:"):
-        try:
-            beta = float(spec.split(":", 1)[1])
-        except ValueError:
-            beta = math.nan
-        if not math.isfinite(beta) or beta < 0:
-            raise VaelabError(f"model spec {spec!r}: beta must be a finite number >= 0, as in beta-vae:4")
-        return spec.replace(":", "-"), {"model": "vae", "beta": beta}
+    """(folder name, RunConfig overrides) for a model spec, or (folder name, path) for an existing run folder.
+
+    A family's name alone takes its defaults; NAME:VALUE sets the family's one setting of SPEC_PARAMETERS
+    (beta-vae needs it: it is the VAE with beta = B)."""
+    name, _, value = spec.partition(":")
+    if name in MODELS and not value:
+        return name, {"model": name}
+    if name in SPEC_PARAMETERS and value:
+        model, key = SPEC_PARAMETERS[name]
+        return spec.replace(":", "-"), {"model": model, key: _spec_value(spec, key, value)}
     path = Path(spec)
     if (path / "config.json").is_file():
         return path.name, path
-    raise VaelabError(f"model spec {spec!r}: use ae, vae, beta-vae:B or the path of an existing run folder")
+    raise VaelabError(f"model spec {spec!r}: use {SPEC_HELP}, or the path of an existing run folder")
+
+
+def _spec_value(spec: str, key: str, text: str) -> int | float:
+    """The VALUE of NAME:VALUE as its field's type: a float >= 0 for beta, else an integer (its bounds are
+    RunConfig's, checked when the configuration is validated)."""
+    try:
+        value = float(text) if key == "beta" else int(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        kind = "a finite number >= 0" if key == "beta" else "a positive integer"
+        raise VaelabError(f"model spec {spec!r}: {key} must be {kind}, as in {spec.partition(':')[0]}:4")
+    return value
 
 
 def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool, compute: Compute):

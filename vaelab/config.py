@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from vaelab.errors import VaelabError
 
-MODELS = ("ae", "vae")
+# The --model choices, one per family of vaelab.families (its FAMILIES dict holds their classes).
+MODELS = ("ae", "vae", "iwae", "cvae", "vamp", "vqvae", "beta-tcvae")
 ARCHS = ("mlp", "conv", "resnet")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "logistic", "logistic-mixture")
 # Likelihoods that are probabilities of 8-bit pixel values (Salimans et al. 2017's discretised logistic).
@@ -25,8 +26,26 @@ DEFAULT_COMPONENTS = 5  # PixelCNN++ uses 10 per pixel with a far larger decoder
 MAX_COMPONENTS = 256  # logistic mixture components: beyond any use, and each costs 1 + 2C decoder outputs a pixel
 BINARIZE = ("none", "dynamic", "static")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
+# `vaelab compare`: the spec NAME:VALUE sets one setting of a family: name -> (its --model, the field VALUE sets).
+SPEC_PARAMETERS = {
+    "beta-vae": ("vae", "beta"),
+    "iwae": ("iwae", "k_train"),
+    "vamp": ("vamp", "pseudo_inputs"),
+    "vqvae": ("vqvae", "codebook_size"),
+    "beta-tcvae": ("beta-tcvae", "beta"),
+}
+SPEC_HELP = "ae, vae, beta-vae:B, iwae[:K], cvae, vamp[:PSEUDO_INPUTS], vqvae[:CODEBOOK_SIZE], beta-tcvae[:B]"
+# Settings that belong to one family (see RunConfig's "family" group): field -> the --model it applies to.
+FAMILY_FIELDS = {
+    "k_train": "iwae",
+    "pseudo_inputs": "vamp",
+    "codebook_size": "vqvae",
+    "commitment": "vqvae",
+    "codebook_ema": "vqvae",
+    "prior_epochs": "vqvae",
+}
 # The flag groups of `vaelab train --help`, in the order they are shown.
-GROUPS = ("data", "model", "objective", "optimisation", "run")
+GROUPS = ("data", "model", "objective", "family", "optimisation", "run")
 
 # Widest layer (hidden width or z_dim). A 784 -> 65536 layer already holds 51M weights, 0.8 GB with its gradient
 # and Adam's two moments; anything wider is a typo, and `--hidden 1000000000` would otherwise ask the allocator
@@ -76,7 +95,14 @@ def _setting(
 
 @dataclass
 class RunConfig:
-    model: str = _setting("vae", "ae: deterministic, squared-error loss; vae: the negative ELBO", "model", MODELS)
+    model: str = _setting(
+        "vae",
+        "ae: deterministic, squared-error loss; vae: the negative ELBO (a beta-VAE with --beta); iwae: the "
+        "importance-weighted bound; cvae: conditioned on the label; vamp: VampPrior; vqvae: discrete codes; "
+        "beta-tcvae: the KL split, total correlation weighted by --beta",
+        "model",
+        MODELS,
+    )
     data: str = _setting(
         "mnist5k",
         "mnist5k, digits, shapes, mnist, fashion-mnist, a folder of images (one sub-folder per class, or flat), "
@@ -126,7 +152,11 @@ class RunConfig:
     )
     dec_activation: str = _setting("relu", "decoder activation (the lecture's: ReLU)", "model", ACTIVATIONS)
     z_dim: int = _setting(20, "latent dimensions", "model", bounds=(1, MAX_WIDTH))
-    beta: float = _setting(1.0, "weight of the KL term; beta > 1 is a beta-VAE", "objective")
+    beta: float = _setting(
+        1.0,
+        "weight of the KL term; beta > 1 is a beta-VAE; beta-tcvae: the weight of the total correlation",
+        "objective",
+    )
     likelihood: str = _setting(
         "bernoulli",
         "p(x|z): bernoulli (BCE, the lecture's), gaussian (fixed std), gaussian-learned, or for 8-bit images "
@@ -138,6 +168,21 @@ class RunConfig:
         DEFAULT_COMPONENTS, "components K of the logistic-mixture likelihood", "objective", bounds=(1, MAX_COMPONENTS)
     )
     gaussian_std: float = _setting(0.1, "fixed pixel std of the gaussian likelihood", "objective")
+    k_train: int = _setting(5, "iwae: importance samples K of the training bound L_K", "family", bounds=(1, 5000))
+    pseudo_inputs: int = _setting(
+        500, "vamp: learned pseudo-inputs whose posteriors mix into the prior", "family", bounds=(1, 100000)
+    )
+    codebook_size: int = _setting(512, "vqvae: vectors in the codebook", "family", bounds=(2, MAX_WIDTH))
+    commitment: float = _setting(0.25, "vqvae: weight of the commitment loss", "family")
+    codebook_ema: bool = _setting(
+        False, "vqvae: update the codebook by exponential moving averages instead of its loss", "family"
+    )
+    prior_epochs: int = _setting(
+        10,
+        "vqvae: epochs of the autoregressive prior over codes, trained after the autoencoder",
+        "family",
+        bounds=(1, MAX_COUNT),
+    )
     binarize: str = _setting(
         "none",
         "bernoulli targets: grey levels (none), redrawn each batch (dynamic) or drawn once (static)",
@@ -170,7 +215,7 @@ class RunConfig:
             _check_field(f, getattr(self, f.name))
         _check_widths("hidden", self.hidden, MAX_WIDTH)
         _check_widths("conv_channels", self.conv_channels, MAX_CHANNELS)
-        for name in ("beta", "lr", "free_bits", "clip_grad", "gaussian_std"):
+        for name in ("beta", "lr", "free_bits", "clip_grad", "gaussian_std", "commitment"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise VaelabError(f"{name} must be a finite number >= 0, got {value}")
@@ -190,7 +235,16 @@ class RunConfig:
             raise VaelabError("binarize applies to the bernoulli likelihood only")
         if self.mixture_components != DEFAULT_COMPONENTS and self.likelihood != "logistic-mixture":
             raise VaelabError("mixture_components applies to the logistic-mixture likelihood only")
+        self._check_family_fields()
         return self
+
+    def _check_family_fields(self) -> None:
+        """A family's own setting, changed from its default, is an error with any other --model: it would be
+        saved in config.json and silently do nothing."""
+        for f in dataclasses.fields(self):
+            owner = FAMILY_FIELDS.get(f.name)
+            if owner is not None and owner != self.model and getattr(self, f.name) != f.default:
+                raise VaelabError(f"{f.name} applies to --model {owner} only (this run is --model {self.model})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

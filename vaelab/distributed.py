@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.errors import VaelabError
+from vaelab.families.terms import LossTerms
 
 # No buffer changes in training (the fixed pixel variance is a constant), so none is synchronised before each
 # forward pass (a collective per step). torch 2.13 renamed the option; older releases know only the first name.
@@ -80,8 +81,8 @@ class _LossParts(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, noise) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.loss_parts(x, noise=noise)
+    def forward(self, x: torch.Tensor, noise, beta: float, labels: torch.Tensor | None = None) -> LossTerms:
+        return self.model.loss_parts(x, noise=noise, labels=labels, beta=beta)
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,11 @@ class Processes:
             return local
         return local + (self.sum(local) / self.world - local).detach()
 
-    def loss_parts(self, model: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        """model.loss_parts(x, noise=...) as a function, through DistributedDataParallel when several train."""
+    def loss_parts(self, model: nn.Module) -> Callable[..., LossTerms]:
+        """model.loss_parts as a function of (x, noise, beta, labels=None), through DistributedDataParallel when
+        several train."""
         if self.world == 1:
-            return lambda x, noise: model.loss_parts(x, noise=noise)
+            return lambda x, noise, beta, labels=None: model.loss_parts(x, noise=noise, labels=labels, beta=beta)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(_LossParts(model), device_ids=device_ids, **NO_BUFFER_SYNC)
 

@@ -30,6 +30,7 @@ from vaelab.classifier import Classifier, get_classifier
 from vaelab.config import DISCRETISED_LIKELIHOODS, RunConfig
 from vaelab.data import TEST_SEED, ImageData, binarize, training_targets
 from vaelab.devices import model_device
+from vaelab.families.terms import LossTerms
 from vaelab.measures import (
     ACTIVE_UNIT_THRESHOLD,
     INTERP_PAIRS,
@@ -55,9 +56,9 @@ NO_LABELS = "the data has no labels"
 
 
 def _chunk_loss_parts(
-    model: AutoEncoder, x: torch.Tensor, seed: int, batch_size: int, chunks: Iterable[int]
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(chunk index, recon (b,), kl_per_dim (b, Z)) for the chunks named of `batch_size` images each.
+    model: AutoEncoder, x: torch.Tensor, seed: int, batch_size: int, chunks: Iterable[int], beta: float = 1.0
+) -> Iterator[tuple[int, LossTerms]]:
+    """(chunk index, the chunk's LossTerms in float64 on the host) for the chunks named of `batch_size` images each.
 
     Chunk i draws its posterior samples from its own stream (seed, i): its values do not depend on the chunks
     before it, nor on which process measures it (vaelab.distributed deals chunks to processes).
@@ -67,27 +68,40 @@ def _chunk_loss_parts(
         xb = x[index * batch_size : (index + 1) * batch_size].to(device)  # (b, C, H, W)
         size = len(xb)
         noise = ImageNoise(stream_seed(seed, index), size, slice(0, size), device)
-        recon, kl_per_dim = model.loss_parts(xb, noise=noise)
-        yield index, recon.cpu().double(), kl_per_dim.cpu().double()  # float64 on the host (MPS has no float64)
+        terms = model.loss_parts(xb, noise=noise, beta=beta)
+        # float64 on the host (MPS has no float64)
+        yield index, LossTerms(*(_to_host(value) for value in terms))
+
+
+def _to_host(value):
+    """A LossTerms field in float64 on the host: a tensor, a dict of tensors, or None."""
+    if isinstance(value, dict):
+        return {name: _to_host(tensor) for name, tensor in value.items()}
+    return None if value is None else value.detach().cpu().double()
 
 
 @torch.no_grad()
 def per_image_loss_parts(
-    model: AutoEncoder, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1000
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(recon (N,), kl_per_dim (N, Z)) per image over a split, one posterior sample per image, seeded noise.
+    model: AutoEncoder, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1000, beta: float = 1.0
+) -> LossTerms:
+    """The LossTerms of every image of a split (recon (N,), kl_per_dim (N, Z), ...), one posterior sample per image,
+    seeded noise.
 
-    For the VAE recon = -log p(x|z) and kl = KL(q(z|x) || N(0, I)) in nats, so recon + kl is the negative ELBO;
+    For a VAE recon = -log p(x|z) and kl = KL(q(z|x) || p(z)) in nats, so recon + kl is the negative ELBO;
     for the AE recon is the squared error and kl is 0. Float64, on the host.
     """
     was_training = model.training
     model.eval()
-    recons, kls = [], []
-    for _, recon, kl_per_dim in _chunk_loss_parts(model, x, seed, batch_size, range(math.ceil(len(x) / batch_size))):
-        recons.append(recon)
-        kls.append(kl_per_dim)
+    chunks = [
+        terms for _, terms in _chunk_loss_parts(model, x, seed, batch_size, range(math.ceil(len(x) / batch_size)), beta)
+    ]
     model.train(was_training)
-    return torch.cat(recons), torch.cat(kls)
+    return LossTerms(
+        torch.cat([t.recon for t in chunks]),
+        torch.cat([t.kl_per_dim for t in chunks]),
+        {name: torch.cat([t.extra[name] for t in chunks]) for name in chunks[0].extra},
+        None if chunks[0].objective is None else torch.cat([t.objective for t in chunks]),
+    )
 
 
 @torch.no_grad()
@@ -101,7 +115,8 @@ def dataset_loss(
     processes: Processes | None = None,
 ) -> dict[str, float]:
     """Mean loss, reconstruction and KL per image over a whole split, one posterior sample per image, and the
-    mean KL of each latent dimension (``kl_per_dim``, the collapse check's input).
+    mean KL of each latent dimension (``kl_per_dim``, the collapse check's input; None for a family whose KL does
+    not split by dimension).
 
     For the VAE, recon + kl is the negative ELBO in nats (beta = 1); for the AE recon is the squared error.
     The noise is seeded so that repeated evaluations of one model agree exactly. With several `processes`, each
@@ -112,19 +127,23 @@ def dataset_loss(
     model.eval()
     n = math.ceil(len(x) / batch_size)
     chunks = processes.chunks(n) if processes is not None else range(n)
-    sums = torch.zeros(n, 2 + model.z_dim, dtype=torch.float64, device="cpu")  # per chunk: images, recon, KL per dim
-    for index, recon, kl_per_dim in _chunk_loss_parts(model, x, seed, batch_size, chunks):
-        sums[index, 0], sums[index, 1], sums[index, 2:] = len(recon), recon.sum(), kl_per_dim.sum(0)
+    # per chunk: images, loss, recon, KL per dim (a KL that does not split fills the first column)
+    sums = torch.zeros(n, 3 + model.z_dim, dtype=torch.float64, device="cpu")
+    for index, terms in _chunk_loss_parts(model, x, seed, batch_size, chunks, beta):
+        kl_sums = terms.kl_per_dim.sum(0)
+        sums[index, :3] = torch.stack(
+            [torch.tensor(len(terms.recon)), terms.per_image_loss(beta).sum(), terms.recon.sum()]
+        )
+        sums[index, 3 : 3 + len(kl_sums)] = kl_sums
     model.train(was_training)
     if processes is not None:
         sums = processes.sum(sums)
-    count, recon_sum, kl_sums = sums[:, 0].sum(), sums[:, 1].sum(), sums[:, 2:].sum(0)  # (), (), (Z,)
-    recon_mean, kl_mean = (recon_sum / count).item(), (kl_sums.sum() / count).item()
+    count, loss_sum, recon_sum, kl_sums = sums[:, 0].sum(), sums[:, 1].sum(), sums[:, 2].sum(), sums[:, 3:].sum(0)
     return {
-        "loss": recon_mean + beta * kl_mean,
-        "recon": recon_mean,
-        "kl": kl_mean,
-        "kl_per_dim": (kl_sums / count).tolist(),
+        "loss": (loss_sum / count).item(),
+        "recon": (recon_sum / count).item(),
+        "kl": (kl_sums.sum() / count).item(),
+        "kl_per_dim": (kl_sums / count).tolist() if model.kl_per_dimension else None,
     }
 
 
@@ -250,9 +269,9 @@ def evaluation_inputs(config: RunConfig, data: ImageData) -> tuple[torch.Tensor,
 
 
 def has_likelihood(model: AutoEncoder) -> bool:
-    """Whether the model offers log p(x|z) (model.log_likelihood), and so an ELBO and an importance-weighted bound:
-    asked of the model, never read off its family's name."""
-    return callable(getattr(model, "log_likelihood", None))
+    """Whether the model offers log p(x|z) (model.log_likelihood), and so an ELBO and an importance-weighted bound
+    (model.has_bound): asked of the model, never read off its family's name."""
+    return model.has_bound
 
 
 def likelihood_measures(
@@ -260,10 +279,10 @@ def likelihood_measures(
 ) -> tuple[dict[str, float | None], Missing]:
     """test_loss and recon_sq_error for every model; neg_elbo_nats, kl_nats and (k given) nll_iwae_nats where
     the model has a likelihood. Per test image, with standard errors."""
-    recon, kl_per_dim = per_image_loss_parts(model, x, seed=TEST_SEED)
-    kl = kl_per_dim.sum(1)
+    terms = per_image_loss_parts(model, x, seed=TEST_SEED, beta=beta)
+    recon, kl = terms.recon, terms.kl()
     values = {
-        **_with_se("test_loss", recon + beta * kl),
+        **_with_se("test_loss", terms.per_image_loss(beta)),
         **_with_se("recon_sq_error", reconstruction_squared_error(model, x)),
     }
     if not has_likelihood(model):
@@ -345,8 +364,8 @@ def bits_per_dim_measures(
                 values[f"{bits}_se"] = None if se is None else objectives.bits_per_dim(se, dims)
         return values, missing
     y = objectives.uniform_dequantise(x, torch.Generator().manual_seed(TEST_SEED))
-    recon, kl_per_dim = per_image_loss_parts(model, y, seed=TEST_SEED)
-    values = _with_se("bits_per_dim_elbo", objectives.dequantised_bits_per_dim(recon + kl_per_dim.sum(1), dims))
+    terms = per_image_loss_parts(model, y, seed=TEST_SEED)
+    values = _with_se("bits_per_dim_elbo", objectives.dequantised_bits_per_dim(terms.recon + terms.kl(), dims))
     if k is not None:
         bound = iwae_bound(model, y, k, generator=torch.Generator().manual_seed(seed), progress=progress)
         values.update(_with_se("bits_per_dim_iwae", objectives.dequantised_bits_per_dim(-bound, dims)))

@@ -230,7 +230,7 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED), device="cpu")
         keep = order[:max_points].sort().values
     points = (codes[keep] - mean) @ basis.T  # (P, 2) plane coordinates
-    is_vae = model.kind == "vae"
+    is_vae = model.has_bound  # a Gaussian posterior and a prior to draw
     # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal.
     prior_centre = (-(basis @ mean)).tolist() if is_vae else None
     z_dim = model.z_dim

@@ -156,7 +156,7 @@ def code_range_values(
 def manifold_panel(view: RunView, n: int) -> plots.ManifoldPanel:
     """The run's n x n grid decoded: a VAE at its prior's quantiles, an AutoEncoder (no prior) over the
     CODE_RANGE of its own test codes."""
-    if view.model.kind == "vae":
+    if view.model.has_bound:  # a generative model with a prior
         low, high = QUANTILE_RANGE
         values = (prior_quantiles(n), prior_quantiles(n))
         how, axis_labels = f"z at the prior's {100 * low:g}%…{100 * high:g}% quantiles", ("z₁", "z₂")
@@ -228,7 +228,7 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
         if mu.shape[1] > 2 and options.method == "tsne" and len(mu) < TSNE_MIN_IMAGES:
             raise VaelabError(f"t-SNE needs at least {TSNE_MIN_IMAGES} test images, got {len(mu)}: raise -n")
         points, axis_labels = project_2d(mu, options.method, options.seed)
-        how = "posterior means μ(x)" if view.model.kind == "vae" else "codes e(x)"
+        how = "posterior means μ(x)" if view.model.has_bound else "codes e(x)"
         if mu.shape[1] > 2:
             how += f", {options.method.upper() if options.method == 'pca' else 't-SNE'} to 2-D"
         labels, names = _labels(view, index)
@@ -316,8 +316,8 @@ KINDS = tuple(FIGURES)
 def why_not(kind: str, view: RunView) -> str | None:
     """Why figure `kind` cannot be drawn for this run, or None when it can."""
     model = view.model
-    if kind in ("posterior", "kl") and model.kind != "vae":
-        return "the AutoEncoder has no posterior q(z|x) and no KL term; this figure needs a VAE run"
+    if kind in ("posterior", "kl") and not model.has_bound:
+        return f"the {model.kind} model has no Gaussian posterior q(z|x) and KL term; this figure needs a VAE run"
     if kind in ("posterior", "manifold") and model.z_dim != 2:
         return f"this figure needs a 2-D latent (train with --z-dim 2); the run has z_dim={model.z_dim}"
     if kind == "latent" and model.z_dim < 2:

@@ -425,7 +425,7 @@ def interpolation_strips(panels: list[InterpPanel]) -> Figure:
 @dataclass
 class CurvesPanel:
     title: str
-    kind: str  # "ae" or "vae": decides the units and whether there is a KL term
+    kind: str  # the model's family: "ae" decides the units and that there is no KL term
     history: list[dict]  # metrics.jsonl rows: epoch, train_/test_ loss, recon, kl
 
 
@@ -435,7 +435,7 @@ def training_curves(panels: list[CurvesPanel]) -> Figure:
     axes = fig.subplots(len(panels), 3, squeeze=False)
     for row, panel in zip(axes, panels):
         epochs = [h["epoch"] for h in panel.history]
-        unit = "nats per image" if panel.kind == "vae" else "squared error per image"
+        unit = "squared error per image" if panel.kind == "ae" else "nats per image"
         parts = {"loss": "total loss", "recon": "reconstruction", "kl": "KL(q(z|x) ‖ p(z))"}
         for ax, (key, name) in zip(row, parts.items()):
             if panel.kind == "ae" and key == "kl":

@@ -288,7 +288,7 @@ def _column(comparison: Comparison, view: RunView | None) -> str | None:
 
 def _describe(view: RunView) -> str:
     config = view.run.config
-    beta = f", β = {config.beta:g}" if view.model.kind == "vae" else ""
+    beta = f", β = {config.beta:g}" if view.model.kind != "ae" else ""
     return (
         f"{view.model.kind.upper()}, {view.model.z_dim}-D latent{beta}, {view.run.epoch} epochs, "
         f"trained in {_duration(training_seconds(view))}"

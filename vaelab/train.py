@@ -239,21 +239,27 @@ class Stepper:
         """(the training loss to differentiate, the summed (loss, recon, kl) of x as LOSS_SCALING says (3,)).
 
         x is this process's share of a global batch of `global_size` images. The training loss is recon + beta * KL
-        as means over the global batch, the KL through free bits (objectives.kl_with_free_bits); the sums report
-        the KL without free bits.
+        (+ the family's extra terms) as means over the global batch, the KL through free bits
+        (objectives.kl_with_free_bits), or the family's own objective (LossTerms); the sums report the KL without
+        free bits.
         """
         with self.compute.autocast():
-            recon, kl_per_dim = self.loss_parts(x, noise)  # (b,), (b, Z), float32
+            terms = self.loss_parts(x, noise, beta)  # LossTerms of (b,) and (b, Z) tensors, float32
         # DDP averages the processes' gradients; each share's sum scaled by world / global_size makes that average
         # the gradient of the mean over the global batch, shares of unequal size included.
         scale = self.processes.world / global_size
-        recon_sum, kl_sums = recon.sum(), kl_per_dim.sum(0)  # (), (Z,)
+        recon_sum, kl_sums = terms.recon.sum(), terms.kl_per_dim.sum(0)  # (), (Z,)
+        kl_sum = kl_sums.sum()
+        if terms.objective is not None:  # the family's own training loss (IWAE's bound, beta-TCVAE's split KL)
+            loss_sum = terms.objective.sum()
+            return loss_sum * scale, torch.stack((loss_sum, recon_sum, kl_sum))
         kl_means = kl_sums * scale
         if self.config.free_bits > 0:  # the floor applies to each dimension's mean over the global batch
             kl_means = self.processes.global_value(kl_means)
         kl_term = objectives.kl_with_free_bits(kl_means.unsqueeze(0), self.config.free_bits)  # (1, Z): the means
-        kl_sum = kl_sums.sum()
-        return recon_sum * scale + beta * kl_term, torch.stack((recon_sum + beta * kl_sum, recon_sum, kl_sum))
+        extra_sum = torch.as_tensor(terms.extra_sum(), device=recon_sum.device).sum()  # () : 0 for most families
+        loss_sum = recon_sum + beta * kl_sum + extra_sum
+        return (recon_sum + extra_sum) * scale + beta * kl_term, torch.stack((loss_sum, recon_sum, kl_sum))
 
     def update(self, loss: torch.Tensor) -> None:
         """Backward (scaled for fp16), clip, and one Adam step."""

@@ -1,0 +1,13 @@
+"""The model families, registered in one dict: a family is a small module here plus its formulas in
+vaelab.objectives (and, where its prior is not N(0, I), a prior object in vaelab.priors or its own module).
+
+FAMILIES maps each name of vaelab.config.MODELS (the --model choices) to its class; vaelab.models.build_model
+builds from it. A new family adds its name to MODELS, its module here and its line below.
+"""
+
+from __future__ import annotations
+
+from vaelab.families.ae import AutoEncoder
+from vaelab.families.vae import VAE
+
+FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE}
