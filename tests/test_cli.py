@@ -130,7 +130,7 @@ def test_train_help_names_the_groups_data_sets_and_choices(cli):
         "digits",
         "fashion-mnist",
         ".npz",
-        "{ae,vae}",
+        "{" + ",".join(MODELS) + "}",
         "(default 20)",
         "(default 0.001)",
     ):

@@ -62,10 +62,10 @@ def parse_spec(spec: str) -> tuple[str, dict | Path]:
 
     A family's name alone takes its defaults; NAME:VALUE sets the family's one setting of SPEC_PARAMETERS
     (beta-vae needs it: it is the VAE with beta = B)."""
-    name, _, value = spec.partition(":")
-    if name in MODELS and not value:
+    name, colon, value = spec.partition(":")
+    if name in MODELS and not colon:
         return name, {"model": name}
-    if name in SPEC_PARAMETERS and value:
+    if name in SPEC_PARAMETERS and colon:
         model, key = SPEC_PARAMETERS[name]
         return spec.replace(":", "-"), {"model": model, key: _spec_value(spec, key, value)}
     path = Path(spec)

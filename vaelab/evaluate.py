@@ -131,9 +131,8 @@ def dataset_loss(
     sums = torch.zeros(n, 3 + model.z_dim, dtype=torch.float64, device="cpu")
     for index, terms in _chunk_loss_parts(model, x, seed, batch_size, chunks, beta):
         kl_sums = terms.kl_per_dim.sum(0)
-        sums[index, :3] = torch.stack(
-            [torch.tensor(len(terms.recon)), terms.per_image_loss(beta).sum(), terms.recon.sum()]
-        )
+        sums[index, 0] = len(terms.recon)
+        sums[index, 1], sums[index, 2] = terms.per_image_loss(beta).sum(), terms.recon.sum()
         sums[index, 3 : 3 + len(kl_sums)] = kl_sums
     model.train(was_training)
     if processes is not None:

@@ -317,7 +317,7 @@ def why_not(kind: str, view: RunView) -> str | None:
     """Why figure `kind` cannot be drawn for this run, or None when it can."""
     model = view.model
     if kind in ("posterior", "kl") and not model.has_bound:
-        return f"the {model.kind} model has no Gaussian posterior q(z|x) and KL term; this figure needs a VAE run"
+        return f"the {model.kind} model has no Gaussian posterior q(z|x) and no KL term; this figure needs a VAE run"
     if kind in ("posterior", "manifold") and model.z_dim != 2:
         return f"this figure needs a 2-D latent (train with --z-dim 2); the run has z_dim={model.z_dim}"
     if kind == "latent" and model.z_dim < 2:
