@@ -143,7 +143,7 @@ def epoch_row(
     return {
         "epoch": epoch,
         **{f"train_{k}": v for k, v in train_means.items()},
-        **{f"test_{k}": v for k, v in test_means.items()},
+        **{f"test_{k}": v for k, v in test_means.items() if v is not None},  # no per-dimension KL for some families
         "beta": beta,
         "seconds": round(seconds, 3),
         "images_per_second": round(images / seconds, 1),
