@@ -87,6 +87,7 @@ def test_resume_takes_the_saved_config_and_more_epochs(tmp_path, cli):
     )
     done = cli("train", "--resume", "--epochs", "2", "--out", str(run), "--quiet")
     assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1 and "trained for 2 epochs" in done.stdout  # --quiet: the summary alone
     saved = json.loads((run / "config.json").read_text())
     assert (saved["z_dim"], saved["epochs"]) == (3, 2)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

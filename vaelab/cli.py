@@ -251,9 +251,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = run.history[-1]
     print(
         f"{config.model} trained for {run.epoch} epochs -> {args.out}: test loss {last['test_loss']:.2f} "
-        f"(recon {last['test_recon']:.2f} + {config.beta:g} * kl {last['test_kl']:.2f}) per image"
+        f"(recon {last['test_recon']:.2f}, kl {last['test_kl']:.2f}) per image"
     )
-    print(_train_epilogue(Path(args.out), seconds))
+    if not args.quiet:  # --quiet keeps the one summary line (and warnings): scripts parse it, logs stay short
+        print(_train_epilogue(Path(args.out), seconds))
     warning = collapse_warning(last.get("test_kl_per_dim"))
     if warning:
         print(f"vaelab: warning: {warning}", file=sys.stderr)
@@ -438,7 +439,9 @@ def _add_train_parser(sub) -> None:
         action="store_true",
         help="continue the run in --out from its last checkpoint (its config.json, overridden by the flags given)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bar, epoch lines or next steps: one summary line"
+    )
     _add_compute_flags(p.add_argument_group("compute"))
     p.set_defaults(func=cmd_train)
 
