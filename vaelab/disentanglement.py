@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaelab.measures import DCI_FIT_IMAGES, DCI_SCORE_IMAGES, DCI_TREES, DISENTANGLEMENT_BINS, MIG_IMAGES
+from vaelab.measures import DCI_DEPTH, DCI_FIT_IMAGES, DCI_SCORE_IMAGES, DCI_TREES, DISENTANGLEMENT_BINS, MIG_IMAGES
 
 
 def discretise(values: np.ndarray, bins: int = DISENTANGLEMENT_BINS) -> np.ndarray:
@@ -61,21 +61,23 @@ def mig(codes: np.ndarray, factors: np.ndarray, bins: int = DISENTANGLEMENT_BINS
 def importance_matrix(
     codes_fit: np.ndarray, factors_fit: np.ndarray, codes_score: np.ndarray, factors_score: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(R (Z, K), held-out accuracy (K,)): a random-forest classifier per discrete factor, fitted on one set of
-    codes and scored on another; R[j, k] is code j's importance (mean impurity decrease, summing to 1) in factor
-    k's forest.
+    """(R (Z, K), held-out accuracy (K,)): a random-forest classifier (DCI_TREES trees of depth DCI_DEPTH) per
+    discrete factor, fitted on one set of codes and scored on another; R[j, k] is code j's importance (mean
+    impurity decrease, summing to 1) in factor k's forest.
 
     Eastwood & Williams (2018) use lasso and random-forest regressors; a forest, with every code offered at every
     split, finds the non-linear dependence of a factor on a code (lasso sees only linear ones), costs seconds on
     two cores where disentanglement_lib's gradient-boosted trees take minutes, and gives irrelevant codes no
-    importance when one code alone predicts the factor.
+    importance when one code alone predicts the factor (extremely randomised trees, cheaper still, leak some).
     """
     from sklearn.ensemble import RandomForestClassifier
 
     importance = np.zeros((codes_fit.shape[1], factors_fit.shape[1]))
     accuracy = np.zeros(factors_fit.shape[1])
     for k in range(factors_fit.shape[1]):
-        forest = RandomForestClassifier(n_estimators=DCI_TREES, max_features=None, random_state=seed, n_jobs=1)
+        forest = RandomForestClassifier(
+            n_estimators=DCI_TREES, max_depth=DCI_DEPTH, max_features=None, random_state=seed, n_jobs=1
+        )
         forest.fit(codes_fit, factors_fit[:, k])
         importance[:, k] = forest.feature_importances_
         accuracy[k] = forest.score(codes_score, factors_score[:, k])

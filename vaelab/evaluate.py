@@ -34,6 +34,7 @@ from vaelab.devices import model_device
 from vaelab.families.terms import LossTerms
 from vaelab.measures import (
     ACTIVE_UNIT_THRESHOLD,
+    DCI_DEPTH,
     DCI_FIT_IMAGES,
     DCI_SCORE_IMAGES,
     DCI_TREES,
@@ -478,7 +479,8 @@ def _factors_note(data: ImageData) -> str:
     return (
         f"{source}: {', '.join(factors[0])}; each cut into {DISENTANGLEMENT_BINS} equal-width bins unless it has "
         f"at most that many values; codes mu(x). MIG on at most {MIG_IMAGES} test codes (codes in "
-        f"{DISENTANGLEMENT_BINS} bins); DCI: a {DCI_TREES}-tree random forest per factor fitted on at most "
+        f"{DISENTANGLEMENT_BINS} bins); DCI: a random forest of {DCI_TREES} trees of depth {DCI_DEPTH} per factor, "
+        f"fitted on at most "
         f"{DCI_FIT_IMAGES} training codes, importances = mean impurity decrease, informativeness = accuracy on at "
         f"most {DCI_SCORE_IMAGES} test codes (seeded subsamples)"
     )
