@@ -128,6 +128,10 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
         "interp_evenness_se",
         "interp_straightness",
         "interp_straightness_se",
+        "mig",
+        "dci_disentanglement",
+        "dci_completeness",
+        "dci_informativeness",
     }
     assert set(result["notes"]) == {
         "test_images",
@@ -146,6 +150,7 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
         "latent",
         "active_units",
         "interpolation",
+        "disentanglement",
         "seed",
         "seconds",
         "not_measured",

@@ -15,7 +15,7 @@ def test_every_measure_names_a_real_function_a_direction_and_a_section():
     for m in MEASURES.values():
         assert callable(m.computed_by()), m.function
         assert m.better in ("higher", "lower", None) and m.section in measures.SECTIONS
-        assert m.part in ("likelihood", "samples", "probes", "codes") and m.label and m.description
+        assert m.part in ("likelihood", "samples", "probes", "codes", "disentanglement") and m.label and m.description
 
 
 def test_the_functions_default_to_the_registry_constants():

@@ -4,7 +4,8 @@
 - ``generation``: test loss, negative ELBO and the importance-weighted bound (VAE), squared reconstruction
   error, and sample quality of decoded random latent points in the feature space of the data set's own net (a
   classifier of its labels; without labels a rotation predictor, see vaelab.classifier);
-- ``latent``: k-NN and linear probes, silhouette, neighbourhood agreement, active units, interpolation;
+- ``latent``: k-NN and linear probes, silhouette, neighbourhood agreement, active units, interpolation, and the
+  disentanglement measures MIG and DCI against the data's known factors (vaelab.disentanglement);
 - ``per_dimension``: lists over latent dimensions (KL, variance of the posterior mean);
 - ``notes``: what exactly was computed (likelihood, targets, K, sample counts, seeds, seconds).
 Every metric is a number or None (not applicable, skipped, no labels, or a split too small for it, each
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vaelab import latent, objectives, sample_quality
+from vaelab import disentanglement, latent, objectives, sample_quality
 from vaelab.bounds import iwae_bound
 from vaelab.classifier import Classifier, get_classifier
 from vaelab.config import DISCRETISED_LIKELIHOODS, RunConfig
@@ -33,11 +34,17 @@ from vaelab.devices import model_device
 from vaelab.families.terms import LossTerms
 from vaelab.measures import (
     ACTIVE_UNIT_THRESHOLD,
+    DCI_DEPTH,
+    DCI_FIT_IMAGES,
+    DCI_SCORE_IMAGES,
+    DCI_TREES,
+    DISENTANGLEMENT_BINS,
     INTERP_PAIRS,
     INTERP_POINTS,
     KNN_K,
     MAX_SAMPLES,
     MEASURES,
+    MIG_IMAGES,
     NEIGHBOURS,
     PR_K,
     SAMPLERS,
@@ -441,6 +448,43 @@ def latent_measures(
     return values, missing
 
 
+def known_factors(data: ImageData) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
+    """(factor names, train factors (N, K), test factors (N, K)) of data with known factors (shapes); labelled
+    data without them has its class label as the one factor; None for data with neither."""
+    if data.factors_train is not None and data.factors_test is not None:
+        names = data.factor_names
+        return names, *(np.column_stack([f[name] for name in names]) for f in (data.factors_train, data.factors_test))
+    if data.y_train is not None and data.y_test is not None:
+        return ("label",), data.y_train.numpy()[:, None], data.y_test.numpy()[:, None]
+    return None
+
+
+def disentanglement_part(
+    data: ImageData, train_codes: np.ndarray, test_codes: np.ndarray, seed: int
+) -> tuple[dict[str, float], Missing]:
+    """MIG and DCI of the codes against the data's known factors (vaelab.disentanglement.disentanglement_measures)."""
+    factors = known_factors(data)
+    if factors is None:
+        return {}, _not_computed("disentanglement", "the data has no known factors or labels")
+    _, factors_train, factors_test = factors
+    return disentanglement.disentanglement_measures(train_codes, test_codes, factors_train, factors_test, seed)
+
+
+def _factors_note(data: ImageData) -> str:
+    factors = known_factors(data)
+    if factors is None:
+        return "not computed: the data has no known factors or labels"
+    source = "the class label as the one factor (no known factors)" if factors[0] == ("label",) else "factors"
+    return (
+        f"{source}: {', '.join(factors[0])}; each cut into {DISENTANGLEMENT_BINS} equal-width bins unless it has "
+        f"at most that many values; codes mu(x). MIG on at most {MIG_IMAGES} test codes (codes in "
+        f"{DISENTANGLEMENT_BINS} bins); DCI: a random forest of {DCI_TREES} trees of depth {DCI_DEPTH} per factor, "
+        f"fitted on at most "
+        f"{DCI_FIT_IMAGES} training codes, importances = mean impurity decrease, informativeness = accuracy on at "
+        f"most {DCI_SCORE_IMAGES} test codes (seeded subsamples)"
+    )
+
+
 def _likelihood_part(
     run: Run, data: ImageData, x: torch.Tensor, k: int | None, seed: int, say: Callable[[str], None], progress: bool
 ) -> tuple[dict[str, float | None], Missing]:
@@ -524,6 +568,12 @@ def evaluate_run(
             say("latent probes and interpolation")
             y_train, y_test = (data.y_train.numpy(), data.y_test.numpy()) if labelled else (None, None)
             _merge(values, missing, latent_measures(model, train_codes, test_codes, y_train, y_test, seed))
+    with _timed(seconds, "disentanglement"):
+        if skip_latent:
+            missing.update(_not_computed("disentanglement", "skipped with --skip-latent"))
+        else:
+            say("disentanglement: MIG and DCI")
+            _merge(values, missing, disentanglement_part(data, train_codes, test_codes, seed))
     iwae_k = k if has_likelihood(model) and not skip_iwae else None
     notes = evaluation_notes(run, data, len(x_test), iwae_k, None if skip_samples else n, seed, classifier)
     notes["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
@@ -597,5 +647,6 @@ def evaluation_notes(
         ),
         "interpolation": f"{INTERP_PAIRS} test pairs {pairs}, {INTERP_POINTS} decoded points each; "
         "evenness = max step / mean step, straightness = path length / endpoint distance (1 is best)",
+        "disentanglement": _factors_note(data),
         "seed": seed,
     }

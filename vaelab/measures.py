@@ -23,6 +23,12 @@ PR_K = 3  # Kynkaanniemi et al. (2019)'s k of improved precision and recall
 INTERP_PAIRS = 100  # test pairs of different classes whose latent line is decoded
 INTERP_POINTS = 16  # decoded points per latent line
 MAX_SAMPLES = 10_000  # decoded samples per sampler at most (and as many test images)
+DISENTANGLEMENT_BINS = 20  # equal-width bins per code (MIG) and per continuous factor, as disentanglement_lib's
+MIG_IMAGES = 10_000  # test codes MIG is computed on at most (a seeded subsample beyond)
+DCI_FIT_IMAGES = 2000  # training codes DCI's forests are fitted on at most (a seeded subsample beyond)
+DCI_SCORE_IMAGES = 2000  # test codes they are scored on (informativeness) at most
+DCI_TREES = 10  # trees per factor's random forest
+DCI_DEPTH = 8  # their depth at most: 256 leaves hold 20 bins, at a quarter of the cost of fully grown trees
 # Sources of "random latent points": the prior N(0, I), and a full-covariance Gaussian fitted to the training
 # codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et al. 2020's ex-post density).
 SAMPLERS = {  # name: (how tables name its samples, where its points come from)
@@ -35,6 +41,7 @@ PARTS = {  # the parts of an evaluation (Measure.part), as the command's summary
     "samples": "the sample-quality measures",
     "probes": "the latent probes and interpolation",
     "codes": "active units",
+    "disentanglement": "the disentanglement measures",
 }
 
 
@@ -287,12 +294,64 @@ def _latent_measures() -> list[Measure]:
     ]
 
 
+def _disentanglement_measures() -> list[Measure]:
+    factors = "the data's known factors (the class label as the one factor of labelled data without them)"
+    dci = (
+        f"from a random forest of {DCI_TREES} trees of depth {DCI_DEPTH} per factor (factors cut into "
+        f"{DISENTANGLEMENT_BINS} bins) on training codes mu(x)"
+    )
+    return [
+        Measure(
+            "mig",
+            "latent",
+            "MIG",
+            "higher",
+            f"mutual information gap (Chen et al. 2018): per factor, the gap between the two codes mu_j(x) (cut "
+            f"into {DISENTANGLEMENT_BINS} bins) sharing most information with it, over its entropy, averaged over "
+            f"{factors}; in [0, 1], 1 when each factor lives in one code alone",
+            "vaelab.disentanglement.mig",
+            "disentanglement",
+        ),
+        Measure(
+            "dci_disentanglement",
+            "latent",
+            "DCI disentanglement",
+            "higher",
+            f"Eastwood & Williams (2018)'s D: 1 - entropy of each code's importance over the factors, weighted by "
+            f"the code's importance, {dci}; in [0, 1], 1 when each code serves one factor (needs 2 factors)",
+            "vaelab.disentanglement.dci_scores",
+            "disentanglement",
+        ),
+        Measure(
+            "dci_completeness",
+            "latent",
+            "DCI completeness",
+            "higher",
+            f"Eastwood & Williams (2018)'s C: 1 - entropy of each factor's importance over the codes, {dci}; in "
+            "[0, 1], 1 when each factor is captured by one code",
+            "vaelab.disentanglement.dci_scores",
+            "disentanglement",
+        ),
+        Measure(
+            "dci_informativeness",
+            "latent",
+            "DCI informativeness",
+            "higher",
+            "Eastwood & Williams (2018)'s I, as disentanglement_lib reports it: the forests' mean accuracy on "
+            f"held-out test codes in predicting each binned factor of {factors}",
+            "vaelab.disentanglement.importance_matrix",
+            "disentanglement",
+        ),
+    ]
+
+
 MEASURES: dict[str, Measure] = {
     m.key: m
     for m in (
         *_likelihood_measures(),
         *(m for sampler, (name, where) in SAMPLERS.items() for m in _sample_measures(sampler, name, where)),
         *_latent_measures(),
+        *_disentanglement_measures(),
     )
 }
 

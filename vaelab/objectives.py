@@ -221,3 +221,48 @@ def kl_with_free_bits(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tenso
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
     """Squash x smoothly into (-bound, bound): bound * tanh(x / bound), the identity near 0 and never flat."""
     return bound * torch.tanh(x / bound)
+
+
+def pairwise_gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z_id | x_j) for every sample i and posterior j of a batch, per dimension.  # (..., B, B, Z)
+
+    z (..., B, Z) are the samples (leading axes broadcast: K samples per image as (K, B, Z)); mu and logvar
+    (B, Z) the posteriors N(mu_j, diag exp(logvar_j)). Entry [..., i, j, d] scores z_id under posterior j's dimension d.
+    """
+    z = z.unsqueeze(-2)  # (..., B, 1, Z) against (B, Z): sample i's row meets every posterior j
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
+
+
+def tc_decomposition(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(index-code MI, total correlation, dimension-wise KL) per image, one sample each.  # 3 x (...B,)
+
+    Chen et al. (2018), eq. 2, split E_x KL(q(z|x) || p(z)) into
+
+        I_q(x; z) = E[log q(z|x) - log q(z)]                   index-code mutual information
+        TC        = E[log q(z) - sum_d log q(z_d)]             total correlation, KL(q(z) || prod_d q(z_d))
+        dim-KL    = E[sum_d log q(z_d) - log p(z_d)]            dimension-wise KL, p = N(0, I)
+
+    with the aggregate posterior q(z) = (1/N) sum_n q(z|x_n) estimated by their minibatch-weighted sampling (MWS,
+    sec. 3.1, derived in their appendix; as in their reference code): for the sample z_i of a batch of M images,
+
+        log q(z_i)   ~ logsumexp_j log q(z_i | x_j) - log(N M)
+        log q(z_id)  ~ logsumexp_j log q(z_id | x_j) - log(N M)      (each dimension d)
+
+    N the training-set size (`dataset_size`), M the batch size. MWS is biased: with the batch the whole data set
+    (N = M) the exact log q(z_i) is logsumexp_j log q(z_i|x_j) - log N, so MWS's log q(z) is log M too low and
+    its log prod_d q(z_d) D log M too low (MI + log M, TC + (D - 1) log M, dim-KL - D log M); constants, which
+    leave the gradients alone. Whatever the estimator, the three terms add up to log q(z|x) - log p(z), a
+    one-sample estimate of KL(q(z|x) || p(z)).
+
+    z (..., B, Z) samples of q(z|x) (K per image as (K, B, Z)), mu and logvar (B, Z) the batch's posteriors.
+    """
+    # A tensor N stays on the device: reading it back would wait for the device at every training step.
+    log_norm = torch.log(torch.as_tensor(dataset_size, dtype=mu.dtype, device=mu.device) * mu.shape[0])
+    pairwise = pairwise_gaussian_log_density(z, mu, logvar)  # (..., B, B, Z)
+    log_qz_given_x = pairwise.diagonal(dim1=-3, dim2=-2).sum(-2)  # (..., B): sample i under its own posterior
+    log_qz = torch.logsumexp(pairwise.sum(-1), dim=-1) - log_norm  # (..., B)
+    log_prod_marginals = (torch.logsumexp(pairwise, dim=-2) - log_norm).sum(-1)  # (..., B)
+    log_pz = standard_normal_log_density(z)  # (..., B)
+    return log_qz_given_x - log_qz, log_qz - log_prod_marginals, log_prod_marginals - log_pz

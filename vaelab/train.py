@@ -108,6 +108,7 @@ def train(
         model, optimizer = _build(config, data.image_shape, previous, compute)
         history = list(previous.history) if previous else []
         x_train, x_test = training_pixels(config, data)  # stored pixels; floats made a batch at a time
+        model.set_training_size(len(x_train))  # N, for a family whose loss needs it (beta-TCVAE)
         images = DeviceImages(x_train.values, compute.device, max_value=x_train.max_value)
         stepper = Stepper(model, optimizer, config, compute, processes)
         state = folder.state_sentence if folder else lambda: f"{out} keeps the last checkpoint process 0 committed"

@@ -48,6 +48,10 @@ class AutoEncoder(nn.Module):
         # codes to follow it (that is the lecture's point).
         self.prior = StandardNormal(config.z_dim)
 
+    def set_training_size(self, n_images: int) -> None:
+        """Told by training how many images it trains on, before the first step: a family whose loss depends on it
+        (beta-TCVAE's estimate of the aggregate posterior) keeps it in a buffer; the others need nothing."""
+
     def decoder_channels(self, config: RunConfig) -> int:
         """The AE decodes the image itself: C logits per pixel."""
         return self.image_shape[0]
