@@ -502,7 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Figure kinds and methods are checked by vaelab.figures, so that building the parser imports no matplotlib.
     p = sub.add_parser("plot", help="one of the lecture's figures as PNG, several runs side by side")
-    p.add_argument("kind", help="latent, posterior (2-D VAE), manifold (2-D), samples, recon, interp, curves, kl (VAE)")
+    p.add_argument(
+        "kind",
+        help="latent, posterior (2-D VAE), manifold (2-D), samples, classes (conditional), recon, interp, curves, "
+        "kl (VAE)",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, drawn side by side")
     p.add_argument("-o", "--output", required=True, help="image file")
     p.add_argument(
