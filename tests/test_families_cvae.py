@@ -212,3 +212,17 @@ def test_vaelab_sample_label_through_the_cli(cli, tmp_path, digits):
     for flags, message in ((["--label", "10"], "class 0..9"), ([], "say which class")):
         failed = cli("sample", str(run), *flags, "-o", str(tmp_path / "bad.png"))
         assert failed.returncode == 2 and message in failed.stderr
+
+
+def test_the_classes_figure_has_one_row_per_class_and_only_for_conditional_runs(toy_run, vae_run, digits):
+    from vaelab.figures import RunView, class_rows, make_figure, why_not
+
+    rows = class_rows(toy_run.model, 3, seed=0)  # (2*3, C, H, W): class 0's row, then class 1's
+    z = torch.randn(3, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rows[3:], toy_run.model.decode_mean(z, torch.ones(3, dtype=torch.long)))
+    toy = _toy()
+    view = RunView("toy", toy_run, toy, toy.x_test)
+    for kind in ("classes", "samples", "recon", "interp", "kl"):  # (its latent is 1-D: no scatter)
+        make_figure(kind, [view])  # every figure a conditional run can have takes its labels
+    assert "not conditional" in why_not("classes", RunView("vae", vae_run, digits, digits.x_test))
