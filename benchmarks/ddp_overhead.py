@@ -45,7 +45,7 @@ def timed_steps(stepper: Stepper, images: DeviceImages, batch: int, steps: int) 
     kinds = ("step", "step_no_sync") if processes.world > 1 else ("step",)
     seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
     batches = images.batches(epoch_order(0, 1, len(images)), batch, processes.rows)
-    for step, (x, rows, size) in zip(range(WARMUP_STEPS + len(kinds) * steps), batches):
+    for step, (x, _, rows, size) in zip(range(WARMUP_STEPS + len(kinds) * steps), batches):
         kind = kinds[step % len(kinds)]
         if processes.world > 1:
             dist.barrier()  # every step starts together: the time is the job's, not one process's

@@ -51,13 +51,13 @@ class ProbabilisticPCA:
         self.s = noise_std
         self.prior = StandardNormal(self.z_dim)
 
-    def encode(self, x):
+    def encode(self, x, labels=None):  # the family interface: unconditional, labels are ignored
         m = self.w.T @ self.w + self.s**2 * torch.eye(self.z_dim, dtype=torch.float64)
         mu = torch.linalg.solve(m, self.w.T @ (x - self.b).T).T + 0.3  # (B, Z)
         var = self.s**2 * torch.linalg.inv(m).diagonal() * 2.0  # (Z,)
         return mu, var.log().expand_as(mu)
 
-    def decode(self, z):
+    def decode(self, z, labels=None):
         return z @ self.w.T + self.b  # (B, D) the Gaussian's mean
 
     def log_likelihood(self, mean, target):

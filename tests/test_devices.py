@@ -139,20 +139,29 @@ def test_compile_compiles_the_networks_and_keeps_the_parameter_names_checkpoints
     assert list(model.state_dict()) == names
 
 
-def test_resident_and_streamed_images_give_the_same_batches_as_floats():
+def test_resident_and_streamed_images_give_the_same_batches_as_floats_with_their_labels():
     generator = torch.Generator().manual_seed(0)
     stored = torch.randint(0, 256, (37, 1, 4, 4), dtype=torch.uint8, generator=generator)  # 8-bit pixels
+    labels = torch.randint(0, 5, (37,), generator=generator)
     order = torch.randperm(37, generator=generator)
     share = Processes(rank=1, world=2).rows
     batches = {
-        resident: list(DeviceImages(stored, torch.device("cpu"), 255, resident).batches(order, 10, share))
+        resident: list(DeviceImages(stored, torch.device("cpu"), 255, resident, labels).batches(order, 10, share))
         for resident in (True, False)
     }
     assert len(batches[True]) == 4
-    for (a, rows_a, size_a), (b, rows_b, size_b), start in zip(batches[True], batches[False], range(0, 37, 10)):
+    for (a, y_a, rows_a, size_a), (b, y_b, rows_b, size_b), start in zip(
+        batches[True], batches[False], range(0, 37, 10)
+    ):
         assert (rows_a, size_a) == (rows_b, size_b) == (share(size_a), min(10, 37 - start))
-        expected = stored[order[start : start + size_a][rows_a]].float() / 255
-        assert torch.equal(a, expected) and torch.equal(b, expected)
+        index = order[start : start + size_a][rows_a]
+        assert torch.equal(a, stored[index].float() / 255) and torch.equal(b, stored[index].float() / 255)
+        assert torch.equal(y_a, labels[index]) and torch.equal(y_b, labels[index])
+
+
+def test_images_without_labels_come_in_batches_without_labels():
+    images = DeviceImages(torch.zeros(5, 1, 2, 2), torch.device("cpu"))
+    assert [y for _, y, _, _ in images.batches(torch.arange(5), 2, Processes().rows)] == [None, None, None]
 
 
 def test_loss_values_are_read_once_per_interval_and_a_nan_is_still_named_at_its_batch(monkeypatch, digits):

@@ -21,7 +21,7 @@ def test_every_model_choice_is_a_registered_family():
 
 
 def _model(name: str, shape=(1, 8, 8)):
-    return build_model(RunConfig(model=name, z_dim=3, hidden=[16]), shape)
+    return build_model(RunConfig(model=name, z_dim=3, hidden=[16]), shape, classes=4)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

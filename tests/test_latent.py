@@ -61,8 +61,13 @@ def test_interpolation_pairs_refuse_a_single_image_or_class():
 
 
 class _Decoder:
+    """An unconditional model's decode_mean(z, labels=None) around a function of z."""
+
     def __init__(self, f):
-        self.decode_mean = f
+        self.f = f
+
+    def decode_mean(self, z, labels=None):
+        return self.f(z)
 
 
 def test_interpolation_of_a_linear_decoder_is_even_and_straight():

@@ -42,6 +42,7 @@ def iwae_bound(
     generator: torch.Generator | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_K(x) = log (1/K) sum_k p(x, z_k) / q(z_k | x), z_k ~ q(z|x), per image, in nats.  # (B,)
 
@@ -49,7 +50,8 @@ def iwae_bound(
     as K grows. The K samples are drawn in chunks of at most `chunk_rows` decoder rows (images x samples) and
     folded in with a running logsumexp, so memory does not grow with K or with the number of images. The model
     scores its K decoder outputs per image against the image (`model.log_likelihood`). `progress` draws a bar
-    with the time left on stderr.
+    with the time left on stderr. A conditional model needs the images' `labels` (B,): then every term is
+    conditioned on y, and L_K bounds log p(x|y) (Sohn et al. 2015).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -62,7 +64,8 @@ def iwae_bound(
     ) as bar:
         for start in range(0, len(x), images_per_chunk):
             xb = x[start : start + images_per_chunk].to(device)  # (B, C, H, W)
-            mu, logvar = model.encode(xb)  # (B, Z) each
+            yb = None if labels is None else labels[start : start + images_per_chunk].to(device)  # (B,)
+            mu, logvar = model.encode(xb, yb)  # (B, Z) each
             std = torch.exp(0.5 * logvar)
             # The logsumexp of log w so far, (B,), in float64 on the host (MPS has no float64).
             running = torch.full((len(xb),), -math.inf, dtype=torch.float64, device="cpu")
@@ -72,7 +75,8 @@ def iwae_bound(
                 eps = torch.randn((kc, *mu.shape), generator=generator, dtype=mu.dtype, device="cpu").to(device)
                 z = mu + std * eps  # (Kc, B, Z)
                 # (Kc, B, P, H, W): P = C logits, or a discretised logistic's parameters per pixel
-                logits = model.decode(z.reshape(-1, model.z_dim)).unflatten(0, (kc, len(xb)))
+                rows = None if yb is None else yb.repeat(kc)  # (Kc*B,): z's rows are sample-major
+                logits = model.decode(z.reshape(-1, model.z_dim), rows).unflatten(0, (kc, len(xb)))
                 log_w = log_importance_weights(model.log_likelihood(logits, xb), model.prior.log_prob(z), z, mu, logvar)
                 running = torch.logaddexp(running, torch.logsumexp(log_w.to("cpu", torch.float64), dim=0))
             out.append(running - math.log(k))

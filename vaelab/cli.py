@@ -351,9 +351,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     compute = _compute(args)
     run = load_run(args.run)
     with compute.autocast():
-        images = sample_prior(compute.prepare(run.model), args.n, seed=args.seed)
+        images = sample_prior(compute.prepare(run.model), args.n, seed=args.seed, label=args.label)
     save_image_grid(out, images, ncol=int(args.n**0.5 + 0.999))
-    print(f"{args.n} prior samples -> {out}")
+    of_class = "" if args.label is None else f" of class {args.label}"
+    print(f"{args.n} prior samples{of_class} -> {out}")
     return 0
 
 
@@ -481,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples (default %(default)s)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the prior draws (default %(default)s)")
     p.add_argument("-o", "--output", default="samples.png", help="image file (default %(default)s)")
+    p.add_argument(
+        "--label", type=int, help="the class to sample, 0..K-1 (conditional models only, where it is needed)"
+    )
     _add_compute_flags(p)
     p.set_defaults(func=cmd_sample)
 
@@ -501,7 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Figure kinds and methods are checked by vaelab.figures, so that building the parser imports no matplotlib.
     p = sub.add_parser("plot", help="one of the lecture's figures as PNG, several runs side by side")
-    p.add_argument("kind", help="latent, posterior (2-D VAE), manifold (2-D), samples, recon, interp, curves, kl (VAE)")
+    p.add_argument(
+        "kind",
+        help="latent, posterior (2-D VAE), manifold (2-D), samples, classes (conditional), recon, interp, curves, "
+        "kl (VAE)",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, drawn side by side")
     p.add_argument("-o", "--output", required=True, help="image file")
     p.add_argument(

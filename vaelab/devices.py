@@ -172,49 +172,61 @@ def place(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class DeviceImages:
-    """A split of images, batched onto `device`.
+    """A split of images (and their labels, when a conditional model trains on them), batched onto `device`.
 
     When the split fits on the device it moves there once, and a batch is an index_select on the device: no copy
     from the host and no synchronisation per batch. Otherwise it stays on the host; each batch is gathered into
     pinned memory (on CUDA) and copied without blocking, and the next batch is gathered and its copy queued before
     the current one is handed out, so the host's gathering overlaps the device's work. Integer pixels become floats
-    on the device (to_float), so 8-bit images cross the bus as one byte a pixel.
+    on the device (to_float), so 8-bit images cross the bus as one byte a pixel. Labels are gathered by the same
+    rows as the images.
     """
 
     def __init__(
-        self, images: torch.Tensor, device: torch.device, max_value: float = 1.0, resident: bool | None = None
+        self,
+        images: torch.Tensor,
+        device: torch.device,
+        max_value: float = 1.0,
+        resident: bool | None = None,
+        labels: torch.Tensor | None = None,
     ):
         self.device = device
         self.max_value = max_value
         self.resident = fits_on(device, images.nbytes) if resident is None else resident
         self.images = images.to(device) if self.resident else images
+        self.labels = None if labels is None else labels.to(device if self.resident else "cpu")
         self.pin = device.type == "cuda" and not self.resident
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def _gather(self, index: torch.Tensor) -> torch.Tensor:
+    def _gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        labels = None if self.labels is None else self.labels.index_select(0, index)
         if self.resident:
-            return self.images.index_select(0, index)
+            return self.images.index_select(0, index), labels
         batch = torch.empty((len(index), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=self.pin)
         torch.index_select(self.images, 0, index, out=batch)
-        return batch.to(self.device, non_blocking=True)
+        labels = None if labels is None else labels.to(self.device, non_blocking=True)
+        return batch.to(self.device, non_blocking=True), labels
 
     def batches(
         self, order: torch.Tensor, batch_size: int, share: Callable[[int], slice]
-    ) -> Iterator[tuple[torch.Tensor, slice, int]]:
-        """(this process's images, their rows in the global batch, the global batch's size) for each global batch of
-        `batch_size` images taken from `order` (a permutation on the host); share(n) names the rows this process
-        takes of a global batch of n."""
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, slice, int]]:
+        """(this process's images, their labels or None, their rows in the global batch, the global batch's size)
+        for each global batch of `batch_size` images taken from `order` (a permutation on the host); share(n) names
+        the rows this process takes of a global batch of n."""
         order = order.to(self.device) if self.resident else order
 
-        def fetch(start: int) -> tuple[torch.Tensor, slice, int]:
+        def fetch(start: int) -> tuple[torch.Tensor, torch.Tensor | None, slice, int]:
             global_size = min(batch_size, len(order) - start)
             rows = share(global_size)
-            return self._gather(order[start + rows.start : start + rows.stop]), rows, global_size
+            return *self._gather(order[start + rows.start : start + rows.stop]), rows, global_size
 
         starts = range(0, len(order), batch_size)
         upcoming = fetch(starts[0]) if starts else None
         for i in range(len(starts)):
-            (stored, rows, global_size), upcoming = upcoming, fetch(starts[i + 1]) if i + 1 < len(starts) else None
-            yield to_float(stored, self.max_value), rows, global_size
+            (stored, labels, rows, global_size), upcoming = (
+                upcoming,
+                fetch(starts[i + 1]) if i + 1 < len(starts) else None,
+            )
+            yield to_float(stored, self.max_value), labels, rows, global_size

@@ -51,7 +51,7 @@ from vaelab.measures import (
     SECTIONS,
     section_keys,
 )
-from vaelab.models import AutoEncoder, check_likelihood_data, not_8bit_reason
+from vaelab.models import AutoEncoder, balanced_labels, check_labels, check_likelihood_data, not_8bit_reason
 from vaelab.noise import ImageNoise, stream_seed
 from vaelab.runs import Run
 
@@ -63,19 +63,28 @@ NO_LABELS = "the data has no labels"
 
 
 def _chunk_loss_parts(
-    model: AutoEncoder, x: torch.Tensor, seed: int, batch_size: int, chunks: Iterable[int], beta: float = 1.0
+    model: AutoEncoder,
+    x: torch.Tensor,
+    seed: int,
+    batch_size: int,
+    chunks: Iterable[int],
+    beta: float = 1.0,
+    labels: torch.Tensor | None = None,
 ) -> Iterator[tuple[int, LossTerms]]:
     """(chunk index, the chunk's LossTerms in float64 on the host) for the chunks named of `batch_size` images each.
 
     Chunk i draws its posterior samples from its own stream (seed, i): its values do not depend on the chunks
-    before it, nor on which process measures it (vaelab.distributed deals chunks to processes).
+    before it, nor on which process measures it (vaelab.distributed deals chunks to processes). `labels` (N,) are
+    the images' classes, which a conditional model takes.
     """
     device = model_device(model)
     for index in chunks:
-        xb = x[index * batch_size : (index + 1) * batch_size].to(device)  # (b, C, H, W)
+        rows = slice(index * batch_size, (index + 1) * batch_size)
+        xb = x[rows].to(device)  # (b, C, H, W)
+        yb = None if labels is None else labels[rows].to(device)  # (b,)
         size = len(xb)
         noise = ImageNoise(stream_seed(seed, index), size, slice(0, size), device)
-        terms = model.loss_parts(xb, noise=noise, beta=beta)
+        terms = model.loss_parts(xb, noise=noise, labels=yb, beta=beta)
         # float64 on the host (MPS has no float64)
         yield index, LossTerms(*(_to_host(value) for value in terms))
 
@@ -89,19 +98,25 @@ def _to_host(value):
 
 @torch.no_grad()
 def per_image_loss_parts(
-    model: AutoEncoder, x: torch.Tensor, *, seed: int = 0, batch_size: int = 1000, beta: float = 1.0
+    model: AutoEncoder,
+    x: torch.Tensor,
+    *,
+    seed: int = 0,
+    batch_size: int = 1000,
+    beta: float = 1.0,
+    labels: torch.Tensor | None = None,
 ) -> LossTerms:
     """The LossTerms of every image of a split (recon (N,), kl_per_dim (N, Z), ...), one posterior sample per image,
     seeded noise.
 
     For a VAE recon = -log p(x|z) and kl = KL(q(z|x) || p(z)) in nats, so recon + kl is the negative ELBO;
-    for the AE recon is the squared error and kl is 0. Float64, on the host.
+    for the AE recon is the squared error and kl is 0. Float64, on the host. A conditional model takes the
+    images' `labels` (N,).
     """
     was_training = model.training
     model.eval()
-    chunks = [
-        terms for _, terms in _chunk_loss_parts(model, x, seed, batch_size, range(math.ceil(len(x) / batch_size)), beta)
-    ]
+    every_chunk = range(math.ceil(len(x) / batch_size))
+    chunks = [terms for _, terms in _chunk_loss_parts(model, x, seed, batch_size, every_chunk, beta, labels)]
     model.train(was_training)
     return LossTerms(
         torch.cat([t.recon for t in chunks]),
@@ -120,6 +135,7 @@ def dataset_loss(
     seed: int = 0,
     batch_size: int = 1000,
     processes: Processes | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean loss, reconstruction and KL per image over a whole split, one posterior sample per image, and the
     mean KL of each latent dimension (``kl_per_dim``, the collapse check's input; None for a family whose KL does
@@ -129,6 +145,7 @@ def dataset_loss(
     The noise is seeded so that repeated evaluations of one model agree exactly. With several `processes`, each
     measures its chunks (processes.chunks) and the per-chunk sums are added over processes: every chunk's row
     comes from one process and is zero on the others, so the result equals one process's to the last bit.
+    A conditional model takes the images' `labels` (N,).
     """
     was_training = model.training
     model.eval()
@@ -136,7 +153,7 @@ def dataset_loss(
     chunks = processes.chunks(n) if processes is not None else range(n)
     # per chunk: images, loss, recon, KL per dim (a KL that does not split fills the first column)
     sums = torch.zeros(n, 3 + model.z_dim, dtype=torch.float64, device="cpu")
-    for index, terms in _chunk_loss_parts(model, x, seed, batch_size, chunks, beta):
+    for index, terms in _chunk_loss_parts(model, x, seed, batch_size, chunks, beta, labels):
         kl_sums = terms.kl_per_dim.sum(0)
         sums[index, 0] = len(terms.recon)
         sums[index, 1], sums[index, 2] = terms.per_image_loss(beta).sum(), terms.recon.sum()
@@ -166,14 +183,18 @@ def _with_se(name: str, values) -> dict[str, float | None]:
 
 
 @torch.no_grad()
-def reconstruction_squared_error(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """||x - d(mu(x))||² per image, decoded mean in [0, 1]: one reconstruction measure for every model.  # (N,)"""
+def reconstruction_squared_error(
+    model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """||x - d(mu(x))||² per image, decoded mean in [0, 1]: one reconstruction measure for every model (a
+    conditional one encodes and decodes with the images' labels (N,)).  # (N,)"""
     errors = []
     device = model_device(model)
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
-        mu, _ = model.encode(xb)
-        errors.append(objectives.squared_error(model.decode_mean(mu), xb).cpu().double())
+        yb = None if labels is None else labels[start : start + batch_size].to(device)
+        mu, _ = model.encode(xb, yb)
+        errors.append(objectives.squared_error(model.decode_mean(mu, yb), xb).cpu().double())
     return torch.cat(errors)
 
 
@@ -191,9 +212,16 @@ def fitted_gaussian(codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def decode_random_points(
-    model: AutoEncoder, n: int, sampler: str, train_codes: np.ndarray, seed: int, batch_size: int = 2000
+    model: AutoEncoder,
+    n: int,
+    sampler: str,
+    train_codes: np.ndarray,
+    seed: int,
+    batch_size: int = 2000,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian), on the host.
+    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian), on the host;
+    a conditional model decodes point i as class labels[i] (labels (n,)).
 
     The points are drawn on the host, so every device decodes the same ones."""
     eps = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
@@ -203,7 +231,11 @@ def decode_random_points(
     else:
         z = eps
     device = model_device(model)
-    return torch.cat([model.decode_mean(z[s : s + batch_size].to(device)).cpu() for s in range(0, n, batch_size)])
+    parts = []
+    for s in range(0, n, batch_size):
+        ys = None if labels is None else labels[s : s + batch_size].to(device)
+        parts.append(model.decode_mean(z[s : s + batch_size].to(device), ys).cpu())
+    return torch.cat(parts)
 
 
 def sample_metrics(
@@ -281,15 +313,22 @@ def has_likelihood(model: AutoEncoder) -> bool:
 
 
 def likelihood_measures(
-    model: AutoEncoder, x: torch.Tensor, beta: float, k: int | None, seed: int, progress: bool = False
+    model: AutoEncoder,
+    x: torch.Tensor,
+    beta: float,
+    k: int | None,
+    seed: int,
+    progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> tuple[dict[str, float | None], Missing]:
     """test_loss and recon_sq_error for every model; neg_elbo_nats, kl_nats and (k given) nll_iwae_nats where
-    the model has a likelihood. Per test image, with standard errors."""
-    terms = per_image_loss_parts(model, x, seed=TEST_SEED, beta=beta)
+    the model has a likelihood. Per test image, with standard errors. A conditional model takes the images'
+    `labels` (N,) (its bounds are then of log p(x|y))."""
+    terms = per_image_loss_parts(model, x, seed=TEST_SEED, beta=beta, labels=labels)
     recon, kl = terms.recon, terms.kl()
     values = {
         **_with_se("test_loss", terms.per_image_loss(beta)),
-        **_with_se("recon_sq_error", reconstruction_squared_error(model, x)),
+        **_with_se("recon_sq_error", reconstruction_squared_error(model, x, labels=labels)),
     }
     if not has_likelihood(model):
         return values, dict.fromkeys(
@@ -299,7 +338,7 @@ def likelihood_measures(
     values["kl_nats"] = kl.mean().item()
     if k is None:
         return values, {"nll_iwae_nats": "skipped with --skip-iwae"}
-    bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(seed), progress=progress)
+    bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(seed), progress=progress, labels=labels)
     return {**values, **_with_se("nll_iwae_nats", -bound)}, {}
 
 
@@ -350,6 +389,7 @@ def bits_per_dim_measures(
     k: int | None,
     seed: int,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> tuple[dict[str, float | None], Missing]:
     """bits_per_dim_elbo and bits_per_dim_iwae of the test images x (see bits_per_dim_method), with standard errors.
 
@@ -370,19 +410,28 @@ def bits_per_dim_measures(
                 values[f"{bits}_se"] = None if se is None else objectives.bits_per_dim(se, dims)
         return values, missing
     y = objectives.uniform_dequantise(x, torch.Generator().manual_seed(TEST_SEED))
-    terms = per_image_loss_parts(model, y, seed=TEST_SEED)
+    terms = per_image_loss_parts(model, y, seed=TEST_SEED, labels=labels)
     values = _with_se("bits_per_dim_elbo", objectives.dequantised_bits_per_dim(terms.recon + terms.kl(), dims))
     if k is not None:
-        bound = iwae_bound(model, y, k, generator=torch.Generator().manual_seed(seed), progress=progress)
+        generator = torch.Generator().manual_seed(seed)
+        bound = iwae_bound(model, y, k, generator=generator, progress=progress, labels=labels)
         values.update(_with_se("bits_per_dim_iwae", objectives.dequantised_bits_per_dim(-bound, dims)))
     return values, missing
 
 
 def sample_measures(
-    model: AutoEncoder, classifier: Classifier, real: torch.Tensor, train_codes: np.ndarray, seed: int
+    model: AutoEncoder,
+    classifier: Classifier,
+    real: torch.Tensor,
+    train_codes: np.ndarray,
+    seed: int,
+    real_labels: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], Missing]:
-    """The classifier's test accuracy (labelled data), and sample_metrics of len(real) decoded points of every
-    sampler against the real test images `real`."""
+    """The classifier's test accuracy (labelled data), sample_metrics of len(real) decoded points of every
+    sampler against the real test images `real`, and a conditional model's sample class accuracy.
+
+    A conditional model decodes its points with the real images' labels `real_labels` (N,), so that both sets
+    hold the same classes."""
     values, missing = {}, {}
     if classifier.task == "labels":
         values["classifier_test_accuracy"] = classifier.test_accuracy
@@ -390,9 +439,28 @@ def sample_measures(
         missing["classifier_test_accuracy"] = NO_LABELS
     real_features = classifier.features_and_probs(real)[0].numpy()
     for i, sampler in enumerate(SAMPLERS):
-        images = decode_random_points(model, len(real), sampler, train_codes, seed=seed + i)
+        images = decode_random_points(model, len(real), sampler, train_codes, seed=seed + i, labels=real_labels)
         _merge(values, missing, sample_metrics(classifier, real_features, images, sampler))
+    if not model.conditional:
+        missing["sample_class_accuracy"] = "not applicable: the model is not conditional"
+    elif classifier.task != "labels":
+        missing["sample_class_accuracy"] = NO_LABELS
+    else:
+        hits = sample_class_accuracy(model, classifier, len(real), seed + len(SAMPLERS))
+        values.update(_with_se("sample_class_accuracy", hits))
     return values, missing
+
+
+def sample_class_accuracy(model: AutoEncoder, classifier: Classifier, n: int, seed: int) -> torch.Tensor:
+    """Whether the classifier recognises the requested class y in each of n decoded prior samples of a conditional
+    model, z ~ N(0, I) decoded as y = 0, 1, ..., K-1, 0, 1, ... (every class equally often): 1.0 or 0.0.  # (n,)
+
+    Its mean is the share of samples recognised as their class (Sohn et al. 2015's question: does the label
+    control what is generated?), its standard error the binomial one."""
+    requested = balanced_labels(model, n)  # (n,)
+    images = decode_random_points(model, n, "prior", np.empty((0, model.z_dim)), seed=seed, labels=requested)
+    _, probs = classifier.features_and_probs(images)  # (n, K)
+    return (probs.argmax(1) == requested).double()
 
 
 LABEL_PROBES = ("knn_accuracy", "linear_probe_accuracy", "silhouette", "neighbourhood_agreement")
@@ -441,8 +509,10 @@ def latent_measures(
     if "interp_evenness" not in missing:
         pairs = torch.from_numpy(latent.interpolation_pairs(len(test_codes), INTERP_PAIRS, y_test, seed=seed))
         codes = torch.from_numpy(test_codes)  # pairs: (P, 2)
+        # A conditional model decodes each line with its first image's class.
+        line_labels = torch.from_numpy(y_test)[pairs[:, 0]] if model.conditional else None
         evenness, straightness = latent.interpolation_smoothness(
-            model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS
+            model, codes[pairs[:, 0]], codes[pairs[:, 1]], INTERP_POINTS, line_labels
         )
         values.update({**_with_se("interp_evenness", evenness), **_with_se("interp_straightness", straightness)})
     return values, missing
@@ -486,14 +556,23 @@ def _factors_note(data: ImageData) -> str:
 
 
 def _likelihood_part(
-    run: Run, data: ImageData, x: torch.Tensor, k: int | None, seed: int, say: Callable[[str], None], progress: bool
+    run: Run,
+    data: ImageData,
+    x: torch.Tensor,
+    k: int | None,
+    seed: int,
+    say: Callable[[str], None],
+    progress: bool,
+    labels: torch.Tensor | None = None,
 ) -> tuple[dict[str, float | None], Missing]:
-    """likelihood_measures, then bits_per_dim_measures, of the test images x."""
+    """likelihood_measures, then bits_per_dim_measures, of the test images x (with their labels, which a
+    conditional model takes)."""
     model, config = run.model, run.config
-    values, missing = likelihood_measures(model, x, config.beta, k, seed, progress)
+    values, missing = likelihood_measures(model, x, config.beta, k, seed, progress, labels)
     if bits_per_dim_method(config, model, data.max_value, x)[0] == "dequantised":
         say("bits/dim: the ELBO" + ("" if k is None else " and the bound") + " again, on dequantised test images")
-    _merge(values, missing, bits_per_dim_measures(model, config, data.max_value, x, values, k, seed, progress))
+    measured = bits_per_dim_measures(model, config, data.max_value, x, values, k, seed, progress, labels)
+    _merge(values, missing, measured)
     return values, missing
 
 
@@ -544,13 +623,18 @@ def evaluate_run(
     model.eval()
     train_inputs, x_test = evaluation_inputs(config, data)
     labelled = data.y_train is not None and data.y_test is not None
+    # What the model takes besides the images: the labels for a conditional one, nothing for the others.
+    check_labels(model, data.y_train, f"{data.name}'s training split")
+    check_labels(model, data.y_test, f"{data.name}'s test split")
+    y_train_in, y_test_in = (data.y_train, data.y_test) if model.conditional else (None, None)
     n = min(n_samples or MAX_SAMPLES, len(x_test))
     say = _reporter(run.path.name, progress)
     values, missing, seconds = {}, {}, {}
     with _timed(seconds, "likelihood"):
         say("test loss and ELBO" + ("" if skip_iwae else f", then the importance-weighted bound with K={k}"))
-        _merge(values, missing, _likelihood_part(run, data, x_test, None if skip_iwae else k, seed, say, progress))
-    train_codes, _ = latent.encode_means(model, train_inputs)
+        bound_k = None if skip_iwae else k
+        _merge(values, missing, _likelihood_part(run, data, x_test, bound_k, seed, say, progress, y_test_in))
+    train_codes, _ = latent.encode_means(model, train_inputs, labels=y_train_in)
     classifier = None
     if skip_samples:
         missing.update(_not_computed("samples", "skipped with --skip-samples"))
@@ -558,9 +642,11 @@ def evaluate_run(
         with _timed(seconds, "samples"):
             say("sample quality (training the data set's feature net first if it is not cached)")
             classifier = get_classifier(data, config.data_cache, progress=progress)
-            _merge(values, missing, sample_measures(model, classifier, data.x_test[:n], train_codes, seed))
+            real_labels = None if y_test_in is None else y_test_in[:n]
+            measured = sample_measures(model, classifier, data.x_test[:n], train_codes, seed, real_labels)
+            _merge(values, missing, measured)
     with _timed(seconds, "latent"):
-        test_codes, test_logvar = latent.encode_means(model, x_test)
+        test_codes, test_logvar = latent.encode_means(model, x_test, labels=y_test_in)
         values["active_units"] = latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)
         if skip_latent:
             missing.update(_not_computed("probes", "skipped with --skip-latent"))

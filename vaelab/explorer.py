@@ -220,6 +220,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         raise DecoderNotShowable(
             f"the explorer draws grey (1-channel) or RGB (3-channel) images, not {channels} channels"
         )
+    if model.conditional:  # the page decodes z alone; the class selector a conditional decoder needs is not built
+        raise DecoderNotShowable(f"the explorer cannot yet choose the class a conditional ({model.kind}) model decodes")
     decoder = export_decoder(model.decoder)  # first: a decoder the page cannot hold fails before any encoding
     _check_decodes_images(model)
     _, x_test = training_targets(run.config, data)  # what the encoder was trained to take

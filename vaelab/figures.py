@@ -21,7 +21,7 @@ from vaelab.devices import Compute, model_device
 from vaelab.errors import VaelabError
 from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD
-from vaelab.models import AutoEncoder, reconstruct, sample_prior
+from vaelab.models import AutoEncoder, balanced_labels, decode_prior, reconstruct
 from vaelab.pca import principal_plane
 from vaelab.runs import Run, load_run, read_history
 
@@ -52,6 +52,7 @@ TSNE_MIN_IMAGES = 2  # t-SNE's perplexity must be positive: (N - 1) / 3 > 0
 N_LIMITS = {
     "manifold": (50, "tiles per grid side"),
     "samples": (10_000, "samples"),
+    "classes": (50, "samples per class"),
     "recon": (512, "test images"),
     "interp": (100, "pairs"),
 }
@@ -162,28 +163,50 @@ def manifold_panel(view: RunView, n: int) -> plots.ManifoldPanel:
         how, axis_labels = f"z at the prior's {100 * low:g}%…{100 * high:g}% quantiles", ("z₁", "z₂")
     else:
         low, high = CODE_RANGE
-        values = code_range_values(encode_means(view.model, view.x_test)[0], n)
+        values = code_range_values(encode_means(view.model, view.x_test, labels=_model_labels(view))[0], n)
         span = f"{100 * low:g}%…{100 * high:g}%"
         how = f"no prior: grid over the {span} range of its test codes"
         axis_labels = (f"z₁ ({span} of its codes)", f"z₂ ({span} of its codes)")
+    points = manifold_points(*values)
+    labels = None
+    if view.model.conditional:  # one class for the whole grid: the latent is the style within it
+        labels, how = torch.zeros(len(points), dtype=torch.long), f"{how}, class 0"
+    device = model_device(view.model)
     with torch.no_grad():
-        images = view.model.decode_mean(manifold_points(*values).to(model_device(view.model))).cpu()
+        images = view.model.decode_mean(points.to(device), None if labels is None else labels.to(device)).cpu()
     return plots.ManifoldPanel(f"{view.title}\n{how}", images, values[0].numpy(), values[1].numpy(), axis_labels)
 
 
 @torch.no_grad()
-def interpolations(model: AutoEncoder, x_a: torch.Tensor, x_b: torch.Tensor, steps: int) -> torch.Tensor:
-    """decode_mean((1-t) mu(x_a) + t mu(x_b)) for `steps` t in [0, 1], per pair.  # (P, S, C, H, W)"""
+def interpolations(
+    model: AutoEncoder,
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    steps: int,
+    y_a: torch.Tensor | None = None,
+    y_b: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """decode_mean((1-t) mu(x_a) + t mu(x_b)) for `steps` t in [0, 1], per pair.  # (P, S, C, H, W)
+
+    A conditional model encodes each image with its label (y_a, y_b) and decodes the line as A's class."""
     device = model_device(model)
-    mu_a, _ = model.encode(x_a.to(device))  # (P, Z)
-    mu_b, _ = model.encode(x_b.to(device))
-    return decode_line(model, mu_a, mu_b, steps)
+    y_a, y_b = (None, None) if y_a is None else (y_a.to(device), y_b.to(device))
+    mu_a, _ = model.encode(x_a.to(device), y_a)  # (P, Z)
+    mu_b, _ = model.encode(x_b.to(device), y_b)
+    return decode_line(model, mu_a, mu_b, steps, y_a)
 
 
 def kl_and_activity(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean KL(q(z_u|x) || N(0,1)) per dimension in nats (Z,), and Var_x(mu_u) (Z,) (Burda et al.'s activity)."""
     kl = objectives.gaussian_kl(torch.from_numpy(mu).double(), torch.from_numpy(logvar).double())  # (N, Z)
     return kl.mean(0).numpy(), mean_variances(mu)
+
+
+def _model_labels(view: RunView, index: np.ndarray | None = None) -> torch.Tensor | None:
+    """The test labels (at `index`) a conditional model takes with its images; None for the others."""
+    if not view.model.conditional:
+        return None
+    return view.data.y_test if index is None else view.data.y_test[torch.from_numpy(index)]
 
 
 def _labels(view: RunView, index: np.ndarray | None = None) -> tuple[np.ndarray | None, list[str] | None]:
@@ -224,7 +247,7 @@ def latent_figure(views: list[RunView], options: FigureOptions) -> Figure:
     for view in views:
         index = None if options.n is None else _balanced_indices(view, options.n, options.seed)
         x = view.x_test if index is None else view.x_test[torch.from_numpy(index)]
-        mu, _ = encode_means(view.model, x)
+        mu, _ = encode_means(view.model, x, labels=_model_labels(view, index))
         if mu.shape[1] > 2 and options.method == "tsne" and len(mu) < TSNE_MIN_IMAGES:
             raise VaelabError(f"t-SNE needs at least {TSNE_MIN_IMAGES} test images, got {len(mu)}: raise -n")
         points, axis_labels = project_2d(mu, options.method, options.seed)
@@ -245,7 +268,7 @@ def posterior_figure(views: list[RunView], options: FigureOptions) -> Figure:
     panels = []
     for view in views:
         index = _balanced_indices(view, options.n or 30, options.seed)
-        mu, logvar = encode_means(view.model, view.x_test[torch.from_numpy(index)])
+        mu, logvar = encode_means(view.model, view.x_test[torch.from_numpy(index)], labels=_model_labels(view, index))
         labels, names = _labels(view, index)
         panels.append(plots.PosteriorPanel(view.title, mu, np.exp(0.5 * logvar), labels, names))
     return plots.posterior_ellipses(panels)
@@ -259,16 +282,39 @@ def manifold_figure(views: list[RunView], options: FigureOptions) -> Figure:
 
 def samples_figure(views: list[RunView], options: FigureOptions) -> Figure:
     n = options.n or 64
-    panels = [plots.ImagePanel(view.title, sample_prior(view.model, n, seed=options.seed)) for view in views]
-    return plots.image_panels(panels, "Decoded prior samples z ~ N(0, I)", ncol=_side(n))
+    panels = [
+        plots.ImagePanel(view.title, decode_prior(view.model, n, options.seed, balanced_labels(view.model, n)))
+        for view in views
+    ]
+    conditional = (
+        " (a conditional model's taking the classes in turn)" if any(v.model.conditional for v in views) else ""
+    )
+    return plots.image_panels(panels, f"Decoded prior samples z ~ N(0, I){conditional}", ncol=_side(n))
+
+
+@torch.no_grad()
+def class_rows(model: AutoEncoder, n: int, seed: int) -> torch.Tensor:
+    """A conditional model's n prior draws z decoded as every class: row y holds d(z_1, y) ... d(z_n, y), so a
+    column keeps its z (the style) while the class changes.  # (K*n, C, H, W)"""
+    z = model.prior.sample(n, torch.Generator().manual_seed(seed))  # (n, Z), on the host
+    labels = torch.arange(model.classes, device="cpu").repeat_interleave(n)  # (K*n,)
+    device = model_device(model)
+    return model.decode_mean(z.repeat(model.classes, 1).to(device), labels.to(device)).cpu()
+
+
+def classes_figure(views: list[RunView], options: FigureOptions) -> Figure:
+    n = options.n or 10
+    panels = [plots.ImagePanel(view.title, class_rows(view.model, n, options.seed)) for view in views]
+    return plots.image_panels(panels, "One row per class: the same prior draws z in each column", ncol=n)
 
 
 def recon_figure(views: list[RunView], options: FigureOptions) -> Figure:
     n = options.n or 16
     panels = []
     for view in views:
-        x = view.x_test[torch.from_numpy(_balanced_indices(view, n, options.seed))]
-        panels.append(plots.ReconPanel(view.title, x, reconstruct(view.model, x)))
+        index = _balanced_indices(view, n, options.seed)
+        x = view.x_test[torch.from_numpy(index)]
+        panels.append(plots.ReconPanel(view.title, x, reconstruct(view.model, x, _model_labels(view, index))))
     return plots.reconstructions(panels)
 
 
@@ -278,7 +324,9 @@ def interp_figure(views: list[RunView], options: FigureOptions, steps: int = 9) 
     for view in views:
         index = _balanced_indices(view, 2 * pairs, options.seed)
         x_a, x_b = view.x_test[torch.from_numpy(index[0::2])], view.x_test[torch.from_numpy(index[1::2])]
-        panels.append(plots.InterpPanel(view.title, x_a, interpolations(view.model, x_a, x_b, steps), x_b))
+        y_a, y_b = _model_labels(view, index[0::2]), _model_labels(view, index[1::2])
+        lines = interpolations(view.model, x_a, x_b, steps, y_a, y_b)
+        panels.append(plots.InterpPanel(view.title, x_a, lines, x_b))
     return plots.interpolation_strips(panels)
 
 
@@ -290,7 +338,7 @@ def curves_figure(views: list[RunView], options: FigureOptions) -> Figure:
 def kl_figure(views: list[RunView], options: FigureOptions) -> Figure:
     panels = []
     for view in views:
-        mu, logvar = encode_means(view.model, view.x_test)
+        mu, logvar = encode_means(view.model, view.x_test, labels=_model_labels(view))
         kl, activity = kl_and_activity(mu, logvar)
         panels.append(plots.KLPanel(view.title, kl, activity > ACTIVE_UNIT_THRESHOLD))
     return plots.kl_per_dimension(panels, ACTIVE_UNIT_THRESHOLD)
@@ -305,6 +353,7 @@ FIGURES: dict[str, Callable[[list[RunView], FigureOptions], Figure]] = {
     "posterior": posterior_figure,
     "manifold": manifold_figure,
     "samples": samples_figure,
+    "classes": classes_figure,
     "recon": recon_figure,
     "interp": interp_figure,
     "curves": curves_figure,
@@ -320,6 +369,8 @@ def why_not(kind: str, view: RunView) -> str | None:
         return f"the {model.kind} model has no Gaussian posterior q(z|x) and no KL term; this figure needs a VAE run"
     if kind in ("posterior", "manifold") and model.z_dim != 2:
         return f"this figure needs a 2-D latent (train with --z-dim 2); the run has z_dim={model.z_dim}"
+    if kind == "classes" and not model.conditional:
+        return f"the {model.kind} model is not conditional: one row per class needs a conditional run (--model cvae)"
     if kind == "latent" and model.z_dim < 2:
         return "a 1-D latent has no 2-D picture; train with --z-dim 2 or more"
     return None

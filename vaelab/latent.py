@@ -15,12 +15,16 @@ from vaelab.models import AutoEncoder
 
 
 @torch.no_grad()
-def encode_means(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray | None]:
-    """(mu (N, Z), logvar (N, Z) or None for the AutoEncoder) of q(z|x) over a whole split."""
+def encode_means(
+    model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000, labels: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(mu (N, Z), logvar (N, Z) or None for the AutoEncoder) of q(z|x) (q(z|x, y) given the labels (N,) of a
+    conditional model) over a whole split."""
     mus, logvars = [], []
     device = model_device(model)
     for start in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[start : start + batch_size].to(device))
+        part = None if labels is None else labels[start : start + batch_size].to(device)
+        mu, logvar = model.encode(x[start : start + batch_size].to(device), part)
         mus.append(mu.cpu())
         logvars.append(None if logvar is None else logvar.cpu())
     logvar = None if logvars[0] is None else torch.cat(logvars).numpy()
@@ -98,25 +102,35 @@ def interpolation_pairs(n_images: int, n_pairs: int, labels: np.ndarray | None =
 
 
 @torch.no_grad()
-def decode_line(model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
-    """decode_mean((1-t) z_a + t z_b) for `steps` values of t evenly spaced in [0, 1], per pair.  # (P, S, C, H, W)"""
+def decode_line(
+    model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, steps: int, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """decode_mean((1-t) z_a + t z_b) for `steps` values of t evenly spaced in [0, 1], per pair (a conditional
+    model decodes pair p's whole line with labels[p], labels (P,)).  # (P, S, C, H, W)"""
     t = torch.linspace(0, 1, steps, device=z_a.device).view(1, steps, 1)  # (1, S, 1)
     z = (1 - t) * z_a[:, None] + t * z_b[:, None]  # (P, S, Z)
-    images = model.decode_mean(z.flatten(0, 1).to(model_device(model))).cpu()  # (P*S, C, H, W), on the host
+    device = model_device(model)
+    line_labels = None if labels is None else labels.repeat_interleave(steps).to(device)  # (P*S,)
+    images = model.decode_mean(z.flatten(0, 1).to(device), line_labels).cpu()  # (P*S, C, H, W), on the host
     return images.view(len(z_a), steps, *images.shape[1:])
 
 
 @torch.no_grad()
 def interpolation_smoothness(
-    model: AutoEncoder, z_a: torch.Tensor, z_b: torch.Tensor, points: int = INTERP_POINTS
+    model: AutoEncoder,
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    points: int = INTERP_POINTS,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode `points` codes on each straight line z_a -> z_b; per pair (max step / mean step, path / endpoint gap).
 
     Steps are Euclidean distances between consecutive decoded images (pixels in [0, 1]). The first ratio is 1
     when the image changes evenly along the line and large when it jumps; the second is 1 when the decoded path
     is itself a straight line in pixel space and grows as it detours (e.g. through blurry or foreign images).
+    A conditional model decodes pair p's line with labels[p] (labels (P,)).
     """
-    images = decode_line(model, z_a, z_b, points).flatten(2).transpose(0, 1)  # (T, P, D)
+    images = decode_line(model, z_a, z_b, points, labels).flatten(2).transpose(0, 1)  # (T, P, D)
     steps = (images[1:] - images[:-1]).norm(dim=-1)  # (T-1, P)
     gap = (images[-1] - images[0]).norm(dim=-1)  # (P,)
     tiny = torch.finfo(steps.dtype).tiny  # a path that never moves has ratio 0/0: report it as 1, not NaN

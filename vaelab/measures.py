@@ -223,6 +223,23 @@ def _sample_measures(sampler: str, samples: str, where: str) -> list[Measure]:
     ]
 
 
+def _conditional_measures() -> list[Measure]:
+    return [
+        Measure(
+            "sample_class_accuracy",
+            "generation",
+            "sample class accuracy",
+            "higher",
+            "share of a conditional model's decoded prior samples z ~ N(0, I), decoded as each class in turn, that "
+            "the data set's classifier labels as the class asked for: does the label control the sample? "
+            "(conditional models only)",
+            "vaelab.evaluate.sample_class_accuracy",
+            "samples",
+            has_se=True,
+        ),
+    ]
+
+
 def _latent_measures() -> list[Measure]:
     return [
         Measure(
@@ -350,6 +367,7 @@ MEASURES: dict[str, Measure] = {
     for m in (
         *_likelihood_measures(),
         *(m for sampler, (name, where) in SAMPLERS.items() for m in _sample_measures(sampler, name, where)),
+        *_conditional_measures(),
         *_latent_measures(),
         *_disentanglement_measures(),
     )

@@ -13,7 +13,18 @@ from vaelab.families import FAMILIES
 from vaelab.families.ae import AutoEncoder
 from vaelab.families.vae import VAE
 
-__all__ = ["VAE", "AutoEncoder", "build_model", "check_likelihood_data", "reconstruct", "sample_prior"]
+__all__ = [
+    "VAE",
+    "AutoEncoder",
+    "balanced_labels",
+    "build_model",
+    "check_labels",
+    "check_likelihood_data",
+    "decode_prior",
+    "label_column",
+    "reconstruct",
+    "sample_prior",
+]
 
 
 def not_8bit_reason(max_value: int, x: torch.Tensor) -> str | None:
@@ -39,19 +50,64 @@ def check_likelihood_data(config: RunConfig, max_value: int, x_test: torch.Tenso
         )
 
 
-def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> AutoEncoder:
-    """The model a configuration describes, for images of shape (C, H, W)."""
-    return FAMILIES[config.model](tuple(image_shape), config)
+def build_model(config: RunConfig, image_shape: tuple[int, int, int], classes: int | None = None) -> AutoEncoder:
+    """The model a configuration describes, for images of shape (C, H, W); a conditional family also needs the
+    number of classes of its labels (unconditional ones ignore it)."""
+    family = FAMILIES[config.model]
+    if not family.conditional:
+        return family(tuple(image_shape), config)
+    return family(tuple(image_shape), config, classes=classes)
+
+
+def check_labels(model: AutoEncoder, labels: torch.Tensor | None, what: str = "the data") -> None:
+    """Refuse labels a conditional model cannot take: none at all, or classes beyond those it was trained on."""
+    if not model.conditional:
+        return
+    if labels is None:
+        raise VaelabError(f"the {model.kind} model is conditional and {what} has no labels")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= model.classes):
+        raise VaelabError(
+            f"the {model.kind} model knows classes 0..{model.classes - 1}, but {what} has labels "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
+
+
+def label_column(model: AutoEncoder, n: int, label: int | None) -> torch.Tensor | None:
+    """The labels (n,) to decode n prior draws with: `label` for all of them (a conditional model needs one, an
+    unconditional one takes none), on the host."""
+    if not model.conditional:
+        if label is not None:
+            raise VaelabError(f"the {model.kind} model is not conditional: it takes no --label")
+        return None
+    if label is None:
+        raise VaelabError(
+            f"the {model.kind} model is conditional: say which class to sample (--label 0..{model.classes - 1})"
+        )
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.classes:
+        raise VaelabError(f"--label must be a class 0..{model.classes - 1} of this {model.kind} model, got {label!r}")
+    return torch.full((n,), label, dtype=torch.long, device="cpu")
+
+
+def balanced_labels(model: AutoEncoder, n: int) -> torch.Tensor | None:
+    """0, 1, ..., K-1, 0, 1, ... (n,) for a conditional model's samples (every class equally often), else None."""
+    return torch.arange(n, device="cpu") % model.classes if model.conditional else None
 
 
 @torch.no_grad()
-def sample_prior(model: AutoEncoder, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+def sample_prior(model: AutoEncoder, n: int, seed: int = 0, label: int | None = None) -> torch.Tensor:
     """Decode n draws z ~ p(z) (model.prior): the generative model; for the AE, the lecture's 'random latent
-    points' (draws of N(0, I)). A conditional family decodes them with `labels` (n,).
+    points' (draws of N(0, I)). A conditional family decodes them all as class `label` (required there, refused
+    elsewhere: VaelabError).
 
     The draws come from the host's generator, so every device decodes the same z; the images come back to the host.
     """
-    z = model.prior.sample(n, torch.Generator().manual_seed(seed))  # (n, Z), on the host
+    return decode_prior(model, n, seed, label_column(model, n, label))
+
+
+@torch.no_grad()
+def decode_prior(model: AutoEncoder, n: int, seed: int, labels: torch.Tensor | None) -> torch.Tensor:
+    """sample_prior with one label per draw (n,) for a conditional model (None for an unconditional one)."""
+    z = model.prior.sample(n, torch.Generator().manual_seed(seed), labels)  # (n, Z), on the host
     device = model_device(model)
     labels = None if labels is None else labels.to(device)
     return model.decode_mean(z.to(device), labels).cpu()  # (n, C, H, W)

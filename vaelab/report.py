@@ -82,6 +82,13 @@ SECTIONS = (
         "'samples' (the lecture's random latent points) are often smudges that are not digits.",
     ),
     Section(
+        "classes",
+        "One row per class (conditional models)",
+        "A conditional model (Sohn et al. 2015's CVAE) decodes z with the class y it is asked for: each row is "
+        "one class, each column one draw z ~ N(0, I) decoded as every class in turn. When the label controls "
+        "the class, every row shows its own class, and a column keeps what z carries (stroke, slant, width).",
+    ),
+    Section(
         "recon",
         "Reconstructions",
         "Test images (odd rows) over their reconstructions d(μ(x)) (even rows). Both models reconstruct; the "
@@ -123,6 +130,7 @@ METRIC_NAMES = {
     "test_loss": "own training loss",
     "recon_sq_error": "reconstruction error",
     "classifier_test_accuracy": "classifier's test accuracy",
+    "sample_class_accuracy": "sample class accuracy",
     **{
         f"{measure}_{sampler}": f"{name}, {where}"
         for sampler, where in (("prior", "prior samples"), ("fitted", "fitted-Gaussian samples"))

@@ -3,9 +3,9 @@
 A run folder holds
 - ``config.json``: the resolved RunConfig;
 - ``checkpoint-NNNN.safetensors``: model weights (``model.*``) and Adam state (``optim.*``) after epoch NNNN;
-- ``checkpoint.json``: which checkpoint file is current, its SHA-256, the model kind, image shape and the
-  per-epoch history. Replacing this file (a unique temporary, then a rename) is the one commit point, so a run
-  killed at any instant leaves a consistent pair behind;
+- ``checkpoint.json``: which checkpoint file is current, its SHA-256, the model kind, image shape (and a
+  conditional model's number of classes) and the per-epoch history. Replacing this file (a unique temporary, then
+  a rename) is the one commit point, so a run killed at any instant leaves a consistent pair behind;
 - ``metrics.jsonl``: one JSON line per committed epoch, rewritten with each checkpoint.
 
 Run folders get shared, so everything read from one is checked before it is used: names must be plain
@@ -30,7 +30,9 @@ from safetensors.torch import load_file, save
 
 from vaelab.atomic import atomic_write_bytes
 from vaelab.config import MODELS, RunConfig
+from vaelab.data import MAX_CLASSES
 from vaelab.errors import VaelabError
+from vaelab.families import FAMILIES
 from vaelab.models import AutoEncoder, build_model
 
 CHECKPOINT_FORMAT = 1
@@ -93,6 +95,12 @@ def _check_pointer(pointer, path: Path) -> dict:
         and all(_is_int(side, 1, MAX_IMAGE_SIDE) for side in shape[1:]),
         path,
         f"image_shape must be [channels 1..{MAX_CHANNELS}, height, width], sides 1..{MAX_IMAGE_SIDE}",
+    )
+    conditional = FAMILIES[pointer["kind"]].conditional
+    _require(
+        _is_int(pointer.get("classes"), 1, MAX_CLASSES) if conditional else "classes" not in pointer,
+        path,
+        f"classes must be the number of classes 1..{MAX_CLASSES} for a conditional model, and absent otherwise",
     )
     _require(_is_int(pointer.get("epoch"), 1, 10**9), path, "epoch must be a positive integer")
     name = pointer.get("file")
@@ -260,13 +268,13 @@ def load_run(run_dir: str | Path, expect_kind: str | None = None) -> Run:
     if unknown:
         raise VaelabError(f"{where}: unexpected tensors {', '.join(unknown[:4])}")
     with torch.device("meta"):  # shapes only: a forged image_shape cannot make us allocate a huge model
-        skeleton = build_model(config, tuple(pointer["image_shape"]))
+        skeleton = build_model(config, tuple(pointer["image_shape"]), pointer.get("classes"))
     model_tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     check_model_tensors(model_tensors, skeleton, where)
     optimizer_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     check_optimizer_tensors(optimizer_state, skeleton, where)
     with torch.device("cpu"):  # on the host, as the checkpoint is: the command moves it where it computes
-        model = build_model(config, tuple(pointer["image_shape"]))
+        model = build_model(config, tuple(pointer["image_shape"]), pointer.get("classes"))
     model.load_state_dict(model_tensors)
     model.eval()
     return Run(run_dir, config, model, pointer["epoch"], pointer["history"], optimizer_state, pointer["file"])
@@ -397,6 +405,7 @@ class RunFolder:
             "format": CHECKPOINT_FORMAT,
             "kind": model.kind,
             "image_shape": list(model.image_shape),
+            **({"classes": model.classes} if model.conditional else {}),
             "epoch": epoch,
             "file": name,
             "sha256": hashlib.sha256(payload).hexdigest(),

@@ -28,7 +28,7 @@ from vaelab.devices import Compute, DeviceImages
 from vaelab.distributed import Processes
 from vaelab.errors import VaelabError
 from vaelab.evaluate import dataset_loss
-from vaelab.models import AutoEncoder, build_model, check_likelihood_data, reconstruct, sample_prior
+from vaelab.models import AutoEncoder, balanced_labels, build_model, check_likelihood_data, decode_prior, reconstruct
 from vaelab.noise import ImageNoise, binarize_per_image, stream_seed
 from vaelab.runs import Run, RunFolder, load_run, restore_optimizer
 
@@ -105,11 +105,12 @@ def train(
         opened = processes.together(lambda: _open(stack, config, out, resume, data, processes, progress))
         folder, data, previous = opened
         board = processes.together(lambda: _open_tensorboard(config, folder, previous))
-        model, optimizer = _build(config, data.image_shape, previous, compute)
+        model, optimizer = _build(config, data, previous, compute)
         history = list(previous.history) if previous else []
         x_train, x_test = training_pixels(config, data)  # stored pixels; floats made a batch at a time
         model.set_training_size(len(x_train))  # N, for a family whose loss needs it (beta-TCVAE)
-        images = DeviceImages(x_train.values, compute.device, max_value=x_train.max_value)
+        y_train, y_test = (data.y_train, data.y_test) if model.conditional else (None, None)
+        images = DeviceImages(x_train.values, compute.device, max_value=x_train.max_value, labels=y_train)
         stepper = Stepper(model, optimizer, config, compute, processes)
         state = folder.state_sentence if folder else lambda: f"{out} keeps the last checkpoint process 0 committed"
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
@@ -122,13 +123,15 @@ def train(
                     raise processes.error(f"{exc}; {state()} (try a lower --lr or --clip-grad)") from None
                 seconds = time.perf_counter() - started
                 with compute.autocast():
-                    test_means = dataset_loss(model, x_test, beta=config.beta, seed=TEST_SEED, processes=processes)
+                    test_means = dataset_loss(
+                        model, x_test, beta=config.beta, seed=TEST_SEED, processes=processes, labels=y_test
+                    )
                 beta = kl_weight(config, epoch * steps_per_epoch, steps_per_epoch)
                 history.append(epoch_row(epoch, train_means, test_means, beta, seconds, len(x_train), stepper))
                 if folder is not None:
                     folder.save_checkpoint(model, optimizer, config, history)
                 if board is not None:
-                    _log_to_tensorboard(board, model, history[-1], x_test)
+                    _log_to_tensorboard(board, model, history[-1], x_test, y_test)
                 if progress:
                     print(epoch_line(history[-1], config.epochs), flush=True)
         if board is not None:
@@ -175,6 +178,10 @@ def _open(
         return folder, data, None
     previous = folder.load(expect_kind=config.model) if folder else load_run(out, expect_kind=config.model)
     check_matches(data, previous.model.image_shape, f"the checkpoint in {out}")
+    if previous.model.conditional and previous.model.classes != data.classes:
+        raise VaelabError(
+            f"{out}: the checkpoint's model takes {previous.model.classes} classes, the data has {data.classes}"
+        )
     _check_same_network(previous.config, config, out)
     if previous.epoch >= config.epochs:
         raise VaelabError(f"{out}: already trained for {previous.epoch} epochs; raise --epochs to continue")
@@ -182,12 +189,15 @@ def _open(
 
 
 def _build(
-    config: RunConfig, image_shape: tuple[int, int, int], previous: Run | None, compute: Compute
+    config: RunConfig, data: ImageData, previous: Run | None, compute: Compute
 ) -> tuple[AutoEncoder, torch.optim.Optimizer]:
-    """The model (its checkpoint's weights on resume) on the device, and its Adam with the checkpoint's state."""
+    """The model (its checkpoint's weights on resume) on the device, and its Adam with the checkpoint's state.
+
+    A conditional family takes as many classes as the data has (VaelabError for data without labels).
+    """
     torch.manual_seed(config.seed)
     with torch.device("cpu"):  # initial weights from the CPU generator: the same on every device and process
-        model = build_model(config, image_shape)
+        model = build_model(config, data.image_shape, data.classes)
     if previous is not None:
         model.load_state_dict(previous.model.state_dict())
     compute.prepare(model)
@@ -206,13 +216,18 @@ def _open_tensorboard(config: RunConfig, folder: RunFolder | None, previous: Run
     return open_writer(config.tensorboard, previous.epoch + 1 if previous else 1)
 
 
-def _log_to_tensorboard(board, model: AutoEncoder, row: dict, x_test: Pixels) -> None:
+def _log_to_tensorboard(
+    board, model: AutoEncoder, row: dict, x_test: Pixels, y_test: torch.Tensor | None = None
+) -> None:
     """The epoch's numbers, 16 prior samples from one fixed seed (the same codes every epoch, so the grid shows them
-    learning) and the first 16 test images over their reconstructions."""
+    learning; a conditional model's cycle through the classes) and the first 16 test images over their
+    reconstructions (given their labels y_test where the model is conditional)."""
     from vaelab.tensorboard_log import log_epoch
 
     originals = x_test[:16].cpu()
-    log_epoch(board, row["epoch"], row, sample_prior(model, 16, seed=0), originals, reconstruct(model, originals))
+    samples = decode_prior(model, 16, 0, balanced_labels(model, 16))
+    recons = reconstruct(model, originals, None if y_test is None else y_test[:16])
+    log_epoch(board, row["epoch"], row, samples, originals, recons)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -235,17 +250,23 @@ class Stepper:
         self.scaler = self.compute.grad_scaler()
 
     def loss(
-        self, x: torch.Tensor, noise: ImageNoise | None, beta: float, global_size: int
+        self,
+        x: torch.Tensor,
+        noise: ImageNoise | None,
+        beta: float,
+        global_size: int,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the training loss to differentiate, the summed (loss, recon, kl) of x as LOSS_SCALING says (3,)).
 
-        x is this process's share of a global batch of `global_size` images. The training loss is recon + beta * KL
+        x is this process's share of a global batch of `global_size` images (labels: theirs, for a conditional
+        model). The training loss is recon + beta * KL
         (+ the family's extra terms) as means over the global batch, the KL through free bits
         (objectives.kl_with_free_bits), or the family's own objective (LossTerms); the sums report the KL without
         free bits.
         """
         with self.compute.autocast():
-            terms = self.loss_parts(x, noise, beta)  # LossTerms of (b,) and (b, Z) tensors, float32
+            terms = self.loss_parts(x, noise, beta, labels)  # LossTerms of (b,) and (b, Z) tensors, float32
         # DDP averages the processes' gradients; each share's sum scaled by world / global_size makes that average
         # the gradient of the mean over the global batch, shares of unequal size included.
         scale = self.processes.world / global_size
@@ -272,9 +293,17 @@ class Stepper:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
-    def step(self, x: torch.Tensor, noise: ImageNoise | None, beta: float, global_size: int) -> torch.Tensor:
-        """Update the model on x; returns x's summed (loss, recon, kl), on the device, unread.  # (3,)"""
-        loss, sums = self.loss(x, noise, beta, global_size)
+    def step(
+        self,
+        x: torch.Tensor,
+        noise: ImageNoise | None,
+        beta: float,
+        global_size: int,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Update the model on x (with labels for a conditional model); returns x's summed (loss, recon, kl), on
+        the device, unread.  # (3,)"""
+        loss, sums = self.loss(x, noise, beta, global_size, labels)
         self.update(loss)
         return sums.detach()
 
@@ -319,12 +348,12 @@ def train_epoch(
     order = epoch_order(config.seed, epoch, len(images))
     totals = EpochTotals(epoch)
     bar = tqdm(total=len(images), desc=f"epoch {epoch}/{config.epochs}", unit="img", disable=not progress, leave=False)
-    for batch, (x, rows, global_size) in enumerate(images.batches(order, config.batch_size, processes.rows)):
+    for batch, (x, labels, rows, global_size) in enumerate(images.batches(order, config.batch_size, processes.rows)):
         noise = ImageNoise(stream_seed(config.seed, epoch, batch), global_size, rows, device)
         if config.binarize == "dynamic":
             x = binarize_per_image(x, noise)
         beta = kl_weight(config, (epoch - 1) * steps_per_epoch + batch, steps_per_epoch)
-        totals.add(stepper.step(x, noise, beta, global_size), global_size)
+        totals.add(stepper.step(x, noise, beta, global_size, labels), global_size)
         if len(totals.pending) == stepper.compute.readback_steps or batch + 1 == steps_per_epoch:
             seen = totals.images
             try:

@@ -114,10 +114,21 @@ class ImageData:
         return tuple(self.factors_test or ())
 
     @property
+    def n_classes(self) -> int:
+        """The classes of the labels: the named ones, else the largest label + 1; 0 without labels."""
+        return len(self.label_names) if self.label_names else _n_classes(self.y_train, self.y_test)
+
+    @property
+    def classes(self) -> int | None:
+        """n_classes when both splits are labelled (what a conditional model trains and is measured on), else None."""
+        labelled = self.y_train is not None and self.y_test is not None
+        return (self.n_classes or None) if labelled else None
+
+    @property
     def description(self) -> str:
         """One line: sizes, shape, labels, and how the data was read (printed by `vaelab train`)."""
         channels, height, width = self.image_shape
-        n_classes = len(self.label_names) if self.label_names else _n_classes(self.y_train, self.y_test)
+        n_classes = self.n_classes
         labels = f"{n_classes} classes" if n_classes else "no labels"
         line = (
             f"data {self.name}: {len(self.pixels_train):,} train + {len(self.pixels_test):,} test images, "

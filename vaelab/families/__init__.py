@@ -8,7 +8,8 @@ builds from it. A new family adds its name to MODELS, its module here and its li
 from __future__ import annotations
 
 from vaelab.families.ae import AutoEncoder
+from vaelab.families.cvae import CVAE
 from vaelab.families.tcvae import BetaTCVAE
 from vaelab.families.vae import VAE
 
-FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE, "beta-tcvae": BetaTCVAE}
+FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE, "cvae": CVAE, "beta-tcvae": BetaTCVAE}

@@ -35,11 +35,13 @@ class AutoEncoder(nn.Module):
         self.z_dim = config.z_dim
         out_dim = self.encoder_outputs_per_dim * config.z_dim
         widths = dict(channels=config.conv_channels)
-        self.encoder = ENCODERS[config.arch](self.image_shape, config.hidden, out_dim, config.enc_activation, **widths)
+        self.encoder = ENCODERS[config.arch](
+            self.encoder_input_shape(config), config.hidden, out_dim, config.enc_activation, **widths
+        )
         self.decoder = DECODERS[config.arch](
             self.image_shape,
             config.hidden,
-            config.z_dim,
+            self.decoder_input_dim(config),
             config.dec_activation,
             out_channels=self.decoder_channels(config),
             **widths,
@@ -47,6 +49,14 @@ class AutoEncoder(nn.Module):
         # The lecture's "random latent points" for the AE: decoded draws of N(0, I), though nothing trained the
         # codes to follow it (that is the lecture's point).
         self.prior = StandardNormal(config.z_dim)
+
+    def encoder_input_shape(self, config: RunConfig) -> tuple[int, int, int]:
+        """The shape the encoder network takes: the image's (a conditional family adds the label to it)."""
+        return self.image_shape
+
+    def decoder_input_dim(self, config: RunConfig) -> int:
+        """The width the decoder network takes: z (a conditional family appends the label to it)."""
+        return config.z_dim
 
     def set_training_size(self, n_images: int) -> None:
         """Told by training how many images it trains on, before the first step: a family whose loss depends on it
