@@ -347,6 +347,32 @@ def test_slider_sets_one_latent_coordinate(page, tmp_path, vae_run, digits):
     assert np.abs(after - before).max() >= 1
 
 
+def test_class_selector_decodes_the_chosen_class_like_pytorch(page, tmp_path, digits):
+    torch.manual_seed(2)
+    config = RunConfig(model="cvae", data="digits", hidden=[16], z_dim=3)
+    model = build_model(config, (1, 8, 8), classes=digits.n_classes).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    (tmp_path / "cvae").mkdir()
+    run = Run(tmp_path / "cvae", config, model, epoch=0)
+    (explorer_id,) = _open(page, tmp_path, [explorer_html(run, digits)])
+    assert _hook(page, explorer_id, "e.label") == int(digits.y_test[0])  # the first test image's own class
+    options = page.locator(f"#{explorer_id} select.vx-class option")
+    assert options.count() == digits.n_classes
+    rounded = _float16_rounded(model)
+    shown = {}
+    choose = page.locator(f"#{explorer_id} select.vx-class")
+    for label in (3, 5):
+        _after_update(page, explorer_id, lambda choice=str(label): choose.select_option(choice))
+        z, values = _hook(page, explorer_id, "[e.z, e.values]")
+        with torch.no_grad():
+            expected = rounded.decode_mean(torch.tensor([z]), torch.tensor([label])).flatten().double().numpy()
+        np.testing.assert_allclose(values, expected, rtol=0, atol=DECODE_TOLERANCE)
+        shown[label] = np.asarray(values)
+    assert np.abs(shown[3] - shown[5]).max() > 0.01  # the class, not only z, decides the image
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -167,11 +167,14 @@
     });
   }
 
-  function makeDecoder(layers) {
+  function makeDecoder(layers, classes) {
     widen(layers);
-    // decode_mean: the decoder's logits through a sigmoid, flattened in (C, H, W) order.
-    return function decode(z) {
-      var x = run(layers, Float64Array.from(z), [z.length]).values;
+    // decode_mean: the decoder's logits through a sigmoid, flattened in (C, H, W) order. A conditional decoder
+    // takes z followed by the class's one-hot, as the model's decode(z, label) builds it.
+    return function decode(z, label) {
+      var input = z.slice();
+      if (classes) for (var k = 0; k < classes.count; k++) input.push(k === label ? 1 : 0);
+      var x = run(layers, Float64Array.from(input), [input.length]).values;
       for (var i = 0; i < x.length; i++) x[i] = 1 / (1 + Math.exp(-x[i]));
       return x;
     };
@@ -262,6 +265,19 @@
     el("div", "vx-caption", side, "latent point z");
     var zText = el("div", "vx-z", side);
     return { mapCanvas: mapCanvas, side: side, image: image, zText: zText, legend: el("div", "vx-legend", root) };
+  }
+
+  function buildClassSelect(side, classes, start, onPick) {
+    // A conditional model decodes z as the chosen class: one option per class, named as the data names them.
+    var label = el("label", "vx-caption", side, "decode as class ");
+    var select = el("select", "vx-class", label);
+    classes.names.forEach(function (name, k) {
+      var option = el("option", "", select, name);
+      option.value = String(k);
+    });
+    select.value = String(start);
+    select.addEventListener("change", function () { onPick(parseInt(select.value, 10)); });
+    return select;
   }
 
   function sizeCanvases(dom, imageShape, scale, dpr) {
@@ -435,14 +451,18 @@
 
   function mount(root) {
     var data = JSON.parse(root.querySelector("script.vx-data").textContent);
-    var decode = makeDecoder(data.decoder), geo = geometry(data.plane, data.view);
+    var decode = makeDecoder(data.decoder, data.classes), geo = geometry(data.plane, data.view);
     var scale = Math.max(1, Math.floor(IMAGE_PX / Math.max(data.image_shape[1], data.image_shape[2])));
     var dpr = window.devicePixelRatio || 1;
     var dom = buildLayout(root, data);
     sizeCanvases(dom, data.image_shape, scale, dpr);
     var mapCtx = dom.mapCanvas.getContext("2d"), imageCtx = dom.image.getContext("2d");
     var background = drawBackground(data, geo, dom.mapCanvas.width, dom.mapCanvas.height, dpr);
-    var state = { z: null, values: null, updates: 0 };
+    var state = { z: null, label: data.start_class, values: null, updates: 0 };
+    var classSelect = data.classes && buildClassSelect(dom.side, data.classes, data.start_class, function (k) {
+      state.label = k;
+      show(state.z);
+    });
     var sliders = data.sliders && buildSliders(dom.side, data.sliders, function (d, value) {
       var z = state.z.slice();
       z[d] = value;
@@ -451,7 +471,7 @@
 
     function show(z) {
       state.z = z;
-      state.values = decode(z);
+      state.values = decode(z, state.label);
       state.updates += 1;
       drawImage(imageCtx, state.values, data.image_shape, scale);
       var ab = geo.latentToPlane(z);
@@ -469,6 +489,8 @@
       pointToLatent: shown.toLatent,
       latentToPoint: shown.fromLatent,
       setZ: show,
+      setClass: function (k) { classSelect.value = String(k); classSelect.dispatchEvent(new Event("change")); },
+      get label() { return state.label; },
       get z() { return state.z.slice(); },
       get values() { return Array.from(state.values); },
       get updates() { return state.updates; }, // images shown so far: tests wait for it to grow after an input

@@ -24,6 +24,7 @@ from vaelab.atomic import atomic_write_bytes
 from vaelab.data import ImageData, check_matches, training_targets
 from vaelab.devices import model_device
 from vaelab.errors import VaelabError
+from vaelab.models import check_labels
 from vaelab.nets import ResBlock
 from vaelab.pca import principal_plane
 from vaelab.plots import CLASS_COLOURS
@@ -153,7 +154,9 @@ def decoder_bytes(decoder: nn.Module) -> int:
 @torch.no_grad()
 def _check_decodes_images(model: nn.Module) -> None:
     """The page shows sigmoid(decoder(z)) as the image: refuse a decoder whose output is not one value a pixel."""
-    out_shape = tuple(model.decoder(torch.zeros(1, model.z_dim, device=model_device(model))).shape[1:])
+    device = model_device(model)
+    label = torch.zeros(1, dtype=torch.long, device=device) if model.conditional else None
+    out_shape = tuple(model.decode(torch.zeros(1, model.z_dim, device=device), label).shape[1:])
     if out_shape != tuple(model.image_shape):
         raise DecoderNotShowable(
             f"the explorer draws sigmoid(decoder(z)) as the image, one logit a pixel, but this decoder gives "
@@ -162,12 +165,29 @@ def _check_decodes_images(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def latent_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The latent means mu(x) (the AutoEncoder's codes) of images x, in batches.  # (N, Z)"""
+def latent_codes(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The latent means mu(x) (the AutoEncoder's codes) of images x, in batches; a conditional model encodes each
+    image with its label.  # (N, Z)"""
     device = model_device(model)
     return torch.cat(
-        [model.encode(x[i : i + ENCODE_BATCH].to(device))[0].cpu() for i in range(0, len(x), ENCODE_BATCH)]
+        [
+            model.encode(x[i : i + ENCODE_BATCH].to(device), _batch(labels, i, device))[0].cpu()
+            for i in range(0, len(x), ENCODE_BATCH)
+        ]
     )
+
+
+def _batch(labels: torch.Tensor | None, start: int, device: torch.device) -> torch.Tensor | None:
+    return None if labels is None else labels[start : start + ENCODE_BATCH].to(device)
+
+
+def _classes(model: nn.Module, data: ImageData) -> dict | None:
+    """A conditional model's class selector: the number of classes its decoder takes (one-hot after z) and their
+    names; None for an unconditional model."""
+    if not model.conditional:
+        return None
+    names = data.label_names or [str(k) for k in range(model.classes)]
+    return {"count": model.classes, "names": names[: model.classes]}
 
 
 def latent_plane(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
@@ -220,12 +240,11 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         raise DecoderNotShowable(
             f"the explorer draws grey (1-channel) or RGB (3-channel) images, not {channels} channels"
         )
-    if model.conditional:  # the page decodes z alone; the class selector a conditional decoder needs is not built
-        raise DecoderNotShowable(f"the explorer cannot yet choose the class a conditional ({model.kind}) model decodes")
     decoder = export_decoder(model.decoder)  # first: a decoder the page cannot hold fails before any encoding
     _check_decodes_images(model)
     _, x_test = training_targets(run.config, data)  # what the encoder was trained to take
-    codes = latent_codes(model, x_test).to(torch.float64)  # (N, Z)
+    check_labels(model, data.y_test, f"the data {data.name}")
+    codes = latent_codes(model, x_test, data.y_test if model.conditional else None).to(torch.float64)  # (N, Z)
     mean, basis, explained = latent_plane(codes)
     keep = torch.arange(len(codes), device="cpu")
     if len(codes) > max_points:
@@ -258,6 +277,8 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         "view": _view(points, prior_centre),
         "sliders": _slider_ranges(codes, is_vae) if z_dim != 2 else None,
         "start": codes[0].tolist(),
+        "classes": _classes(model, data),
+        "start_class": int(data.y_test[0]) if model.conditional else None,
     }
 
 
