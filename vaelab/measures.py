@@ -23,10 +23,11 @@ PR_K = 3  # Kynkaanniemi et al. (2019)'s k of improved precision and recall
 INTERP_PAIRS = 100  # test pairs of different classes whose latent line is decoded
 INTERP_POINTS = 16  # decoded points per latent line
 MAX_SAMPLES = 10_000  # decoded samples per sampler at most (and as many test images)
-# Sources of "random latent points": the prior N(0, I), and a full-covariance Gaussian fitted to the training
-# codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et al. 2020's ex-post density).
+# Sources of "random latent points": the model's prior p(z) (N(0, I), or the family's own), and a full-covariance
+# Gaussian fitted to the training codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et
+# al. 2020's ex-post density).
 SAMPLERS = {  # name: (how tables name its samples, where its points come from)
-    "prior": ("prior samples", "z ~ N(0, I)"),
+    "prior": ("prior samples", "z ~ p(z), the model's prior"),
     "fitted": ("fitted-Gaussian samples", "z ~ a Gaussian fitted to the training codes"),
 }
 SECTIONS = ("generation", "latent")
@@ -123,7 +124,8 @@ def _likelihood_measures() -> list[Measure]:
             "generation",
             "KL to the prior, nats",
             None,
-            "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)",
+            "KL(q(z|x) || p(z)) per test image, nats: the information the code carries about x (a rate); a "
+            "one-sample estimate log q(z|x) - log p(z) where the prior has no closed-form KL (VampPrior)",
             "vaelab.objectives.gaussian_kl",
             "likelihood",
         ),
