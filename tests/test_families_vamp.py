@@ -207,7 +207,9 @@ def test_vamp_trains_and_evaluates_from_the_command_line(tmp_path, cli):
         *common,
     )
     assert done.returncode == 0, done.stderr
-    done = cli("evaluate", str(run), "--k", "10", "--skip-samples", "--skip-latent", "-o", str(tmp_path / "eval.json"), *common)
+    done = cli(
+        "evaluate", str(run), "--k", "10", "--skip-samples", "--skip-latent", "-o", str(tmp_path / "eval.json"), *common
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "eval.json").read_text())
     generation = result["generation"]
