@@ -19,9 +19,9 @@ def view_of(run, digits) -> RunView:
     return RunView(run.path.name, run, digits, digits.x_test)
 
 
-def test_prior_quantiles_are_scipys_normal_ppf():
-    values = figures.prior_quantiles(7)
-    assert values.numpy() == pytest.approx(norm.ppf(np.linspace(0.05, 0.95, 7)), abs=1e-6)
+def test_prior_quantiles_are_scipys_normal_ppf(vae2d_run):
+    for values in figures.prior_quantiles(vae2d_run.model, 7):
+        assert values.numpy() == pytest.approx(norm.ppf(np.linspace(0.05, 0.95, 7)), abs=1e-6)
 
 
 def test_manifold_tiles_equal_the_decoder_at_the_prior_quantile_grid(vae2d_run, digits):

@@ -177,7 +177,8 @@ def collapse_warning(kl_per_dim: list[float] | None) -> str | None:
     """A warning when more than half the latent units are inactive (posterior collapse), else None.
 
     A unit u is inactive when its mean test KL(q(z_u|x) || p(z_u)) < INACTIVE_KL_NATS: q ignores x there and the
-    decoder learned to do without it (Bowman et al. 2016). None when the KL per unit is unknown (an AutoEncoder).
+    decoder learned to do without it (Bowman et al. 2016). None when the KL per unit is unknown: an AutoEncoder, or
+    a prior that is no product over units (the VampPrior's mixture), whose KL does not split by unit.
     """
     if not kl_per_dim:
         return None
@@ -477,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute_flags(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("sample", help="decode prior samples z ~ N(0, I) into an image grid")
+    p = sub.add_parser("sample", help="decode prior samples z ~ p(z) (the model's prior) into an image grid")
     p.add_argument("run", help="run folder")
     p.add_argument("-n", type=int, default=64, help="number of samples (default %(default)s)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the prior draws (default %(default)s)")

@@ -220,16 +220,16 @@ def decode_random_points(
     batch_size: int = 2000,
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decoded means of n latent points from `sampler` ("prior": N(0, I); "fitted": see fitted_gaussian), on the host;
-    a conditional model decodes point i as class labels[i] (labels (n,)).
+    """Decoded means of n latent points from `sampler` ("prior": model.prior, N(0, I) or the family's own; "fitted":
+    see fitted_gaussian), on the host; a conditional model decodes point i as class labels[i] (labels (n,)).
 
     The points are drawn on the host, so every device decodes the same ones."""
-    eps = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed), device="cpu")  # (n, Z)
+    generator = torch.Generator().manual_seed(seed)
     if sampler == "fitted":
         mean, chol = fitted_gaussian(train_codes)
-        z = mean + eps @ chol.T
+        z = mean + torch.randn(n, model.z_dim, generator=generator, device="cpu") @ chol.T  # (n, Z)
     else:
-        z = eps
+        z = model.prior.sample(n, generator)  # (n, Z), on the host
     device = model_device(model)
     parts = []
     for s in range(0, n, batch_size):
@@ -671,14 +671,15 @@ def evaluate_run(
         "beta": config.beta,
         "epoch": run.epoch,
         **{section: {key: values.get(key) for key in section_keys(section)} for section in SECTIONS},
-        "per_dimension": per_dimension(test_codes, test_logvar),
+        "per_dimension": per_dimension(test_codes, test_logvar if model.kl_per_dimension else None),
         "notes": notes,
     }
 
 
 def per_dimension(mu: np.ndarray, logvar: np.ndarray | None) -> dict[str, list[float] | None]:
-    """Lists over latent dimensions: the mean KL(q(z_d|x) || N(0, 1)) (None without a posterior variance) and the
-    variance of the posterior mean over the test images."""
+    """Lists over latent dimensions: the mean KL(q(z_d|x) || N(0, 1)) (None without a posterior variance, and for a
+    prior that is no product of N(0, 1), whose KL does not split by dimension) and the variance of the posterior
+    mean over the test images."""
     kl = None
     if logvar is not None:
         kl = objectives.gaussian_kl(torch.from_numpy(mu), torch.from_numpy(logvar)).double().mean(0).tolist()

@@ -28,13 +28,15 @@ from vaelab.models import check_labels
 from vaelab.nets import ResBlock
 from vaelab.pca import principal_plane
 from vaelab.plots import CLASS_COLOURS
+from vaelab.priors import StandardNormal
 from vaelab.runs import Run
 
 ENCODE_BATCH = 1000  # test images encoded at once; bounds memory on MNIST-sized test sets
 PLANE_SEED = 0  # which test points are drawn when there are more than max_points
 VIEW_PADDING = 0.08  # fraction of the codes' extent left free around them on the map
 PRIOR_RADII = (1.0, 2.0)  # circles of the prior N(0, I) drawn on a VAE's map (1 and 2 standard deviations)
-SLIDER_PRIOR_RANGE = 3.0  # a VAE's sliders always reach +-3 prior standard deviations
+# A VAE's sliders always reach its prior's marginal quantiles at Phi(-3) and Phi(3): +-3 for N(0, I).
+SLIDER_PRIOR_LEVELS = (0.0013498980316301, 0.9986501019683699)
 # The largest decoder a page carries, in bytes of float16 weights (base64 makes it a third larger): a 40 MiB
 # page still opens in a few seconds; the default conv decoder at 64x64 RGB is 4.5 MiB, the lecture's MLP 1.3 MiB.
 MAX_DECODER_BYTES = 40 * 2**20
@@ -220,12 +222,15 @@ def _view(points: torch.Tensor, prior_centre: list[float] | None) -> list[float]
     return [float(mid[0]) - half, float(mid[0]) + half, float(mid[1]) - half, float(mid[1]) + half]
 
 
-def _slider_ranges(codes: torch.Tensor, is_vae: bool) -> list[list[float]]:
+def _slider_ranges(codes: torch.Tensor, prior_span: torch.Tensor | None) -> list[list[float]]:
+    """Per dimension, the codes' range padded, widened to prior_span (2, Z) (the prior's low and high marginal
+    quantiles) when the model has a prior."""
     lo, hi = codes.min(0).values, codes.max(0).values  # (Z,)
     pad = (hi - lo) * VIEW_PADDING
     lo, hi = lo - pad, hi + pad
-    if is_vae:
-        lo, hi = lo.clamp(max=-SLIDER_PRIOR_RANGE), hi.clamp(min=SLIDER_PRIOR_RANGE)
+    if prior_span is not None:
+        span = prior_span.to(codes.dtype)
+        lo, hi = torch.minimum(lo, span[0]), torch.maximum(hi, span[1])
     return [[float(a), float(b)] for a, b in zip(lo, hi)]
 
 
@@ -251,9 +256,11 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(PLANE_SEED), device="cpu")
         keep = order[:max_points].sort().values
     points = (codes[keep] - mean) @ basis.T  # (P, 2) plane coordinates
-    is_vae = model.has_bound  # a Gaussian posterior and a prior to draw
-    # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal.
-    prior_centre = (-(basis @ mean)).tolist() if is_vae else None
+    is_vae = model.has_bound  # a Gaussian posterior and a prior
+    # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal. Other
+    # priors (the VampPrior's mixture) have no circles to draw.
+    prior_centre = (-(basis @ mean)).tolist() if is_vae and isinstance(model.prior, StandardNormal) else None
+    prior_span = model.prior.marginal_quantiles(torch.tensor(SLIDER_PRIOR_LEVELS)) if is_vae else None
     z_dim = model.z_dim
     if z_dim <= 2:
         axes = ["z1", "z2" if z_dim == 2 else "(unused: z_dim is 1)"]
@@ -275,7 +282,7 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         "prior_centre": prior_centre,
         "prior_radii": list(PRIOR_RADII),
         "view": _view(points, prior_centre),
-        "sliders": _slider_ranges(codes, is_vae) if z_dim != 2 else None,
+        "sliders": _slider_ranges(codes, prior_span) if z_dim != 2 else None,
         "start": codes[0].tolist(),
         "classes": _classes(model, data),
         "start_class": int(data.y_test[0]) if model.conditional else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 
 from vaelab import objectives, plots
 from vaelab.config import SEED_RANGE
@@ -23,6 +24,7 @@ from vaelab.latent import decode_line, encode_means, mean_variances
 from vaelab.measures import ACTIVE_UNIT_THRESHOLD
 from vaelab.models import AutoEncoder, balanced_labels, decode_prior, reconstruct
 from vaelab.pca import principal_plane
+from vaelab.priors import StandardNormal
 from vaelab.runs import Run, load_run, read_history
 
 # Kingma & Welling (2014), figure 4: the 2-D latent decoded on a grid of the prior's quantiles, which spreads
@@ -134,9 +136,12 @@ def project_2d(codes: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[n
     raise VaelabError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
 
 
-def prior_quantiles(n: int, low: float = QUANTILE_RANGE[0], high: float = QUANTILE_RANGE[1]) -> torch.Tensor:
-    """n values z with Phi(z) evenly spaced in [low, high]: the inverse normal CDF (ndtri) of a linspace.  # (n,)"""
-    return torch.special.ndtri(torch.linspace(low, high, n, dtype=torch.float64, device="cpu")).float()
+def prior_quantiles(model: AutoEncoder, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per axis of a 2-D latent, n values z with F(z) evenly spaced over QUANTILE_RANGE, F the CDF of the prior's
+    marginal on that axis (N(0, 1)'s inverse, ndtri, for the standard prior; the VampPrior's mixture).  # (n,) x 2"""
+    levels = torch.linspace(*QUANTILE_RANGE, n, dtype=torch.float64, device="cpu")  # (n,)
+    values = model.prior.marginal_quantiles(levels)  # (n, 2)
+    return values[:, 0].contiguous(), values[:, 1].contiguous()
 
 
 def manifold_points(z1_values: torch.Tensor, z2_values: torch.Tensor) -> torch.Tensor:
@@ -155,11 +160,11 @@ def code_range_values(
 
 
 def manifold_panel(view: RunView, n: int) -> plots.ManifoldPanel:
-    """The run's n x n grid decoded: a VAE at its prior's quantiles, an AutoEncoder (no prior) over the
-    CODE_RANGE of its own test codes."""
+    """The run's n x n grid decoded: a VAE at its prior's quantiles (whatever the prior: N(0, I), a VampPrior),
+    an AutoEncoder (no prior) over the CODE_RANGE of its own test codes."""
     if view.model.has_bound:  # a generative model with a prior
         low, high = QUANTILE_RANGE
-        values = (prior_quantiles(n), prior_quantiles(n))
+        values = prior_quantiles(view.model, n)
         how, axis_labels = f"z at the prior's {100 * low:g}%…{100 * high:g}% quantiles", ("z₁", "z₂")
     else:
         low, high = CODE_RANGE
@@ -270,8 +275,20 @@ def posterior_figure(views: list[RunView], options: FigureOptions) -> Figure:
         index = _balanced_indices(view, options.n or 30, options.seed)
         mu, logvar = encode_means(view.model, view.x_test[torch.from_numpy(index)], labels=_model_labels(view, index))
         labels, names = _labels(view, index)
-        panels.append(plots.PosteriorPanel(view.title, mu, np.exp(0.5 * logvar), labels, names))
+        density = None if isinstance(view.model.prior, StandardNormal) else _log_density_of(view.model.prior)
+        panels.append(plots.PosteriorPanel(view.title, mu, np.exp(0.5 * logvar), labels, names, density))
     return plots.posterior_ellipses(panels)
+
+
+def _log_density_of(prior: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """prior.log_prob as a function of (G, Z) points in float64 numpy, evaluated where the prior lives.  # (G,)"""
+    device = model_device(prior)
+
+    @torch.no_grad()
+    def log_density(points: np.ndarray) -> np.ndarray:
+        return prior.log_prob(torch.from_numpy(points).float().to(device)).cpu().double().numpy()
+
+    return log_density
 
 
 def manifold_figure(views: list[RunView], options: FigureOptions) -> Figure:
@@ -289,7 +306,7 @@ def samples_figure(views: list[RunView], options: FigureOptions) -> Figure:
     conditional = (
         " (a conditional model's taking the classes in turn)" if any(v.model.conditional for v in views) else ""
     )
-    return plots.image_panels(panels, f"Decoded prior samples z ~ N(0, I){conditional}", ncol=_side(n))
+    return plots.image_panels(panels, f"Decoded prior samples z ~ p(z){conditional}", ncol=_side(n))
 
 
 @torch.no_grad()
@@ -367,6 +384,11 @@ def why_not(kind: str, view: RunView) -> str | None:
     model = view.model
     if kind in ("posterior", "kl") and not model.has_bound:
         return f"the {model.kind} model has no Gaussian posterior q(z|x) and no KL term; this figure needs a VAE run"
+    if kind == "kl" and not model.kl_per_dimension:
+        return (
+            f"the {model.kind} model's prior is not a product over latent dimensions, so its KL does not split into "
+            "one term per dimension; this figure needs a VAE with the N(0, I) prior"
+        )
     if kind in ("posterior", "manifold") and model.z_dim != 2:
         return f"this figure needs a 2-D latent (train with --z-dim 2); the run has z_dim={model.z_dim}"
     if kind == "classes" and not model.conditional:

@@ -29,10 +29,11 @@ DCI_FIT_IMAGES = 2000  # training codes DCI's forests are fitted on at most (a s
 DCI_SCORE_IMAGES = 2000  # test codes they are scored on (informativeness) at most
 DCI_TREES = 10  # trees per factor's random forest
 DCI_DEPTH = 8  # their depth at most: 256 leaves hold 20 bins, at a quarter of the cost of fully grown trees
-# Sources of "random latent points": the prior N(0, I), and a full-covariance Gaussian fitted to the training
-# codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et al. 2020's ex-post density).
+# Sources of "random latent points": the model's prior p(z) (N(0, I), or the family's own), and a full-covariance
+# Gaussian fitted to the training codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et
+# al. 2020's ex-post density).
 SAMPLERS = {  # name: (how tables name its samples, where its points come from)
-    "prior": ("prior samples", "z ~ N(0, I)"),
+    "prior": ("prior samples", "z ~ p(z), the model's prior"),
     "fitted": ("fitted-Gaussian samples", "z ~ a Gaussian fitted to the training codes"),
 }
 SECTIONS = ("generation", "latent")
@@ -130,7 +131,8 @@ def _likelihood_measures() -> list[Measure]:
             "generation",
             "KL to the prior, nats",
             None,
-            "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)",
+            "KL(q(z|x) || p(z)) per test image, nats: the information the code carries about x (a rate); a "
+            "one-sample estimate log q(z|x) - log p(z) where the prior has no closed-form KL (VampPrior)",
             "vaelab.objectives.gaussian_kl",
             "likelihood",
         ),

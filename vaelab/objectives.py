@@ -206,6 +206,47 @@ def diagonal_normal_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 
 
+def diagonal_normal_mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; mu_k, diag(exp(logvar_k))), K equally weighted components.  # (...,)
+
+    The VampPrior (Tomczak & Welling 2018, eq. 9) is this mixture with mu_k, logvar_k = q(z|u_k), the encoder's
+    posterior at the K pseudo-inputs. In log space, logsumexp_k log N(z; mu_k, ...) - log K, so a z far from every
+    component keeps a finite log-density. z (..., Z) against components mu, logvar (K, Z).
+    """
+    per_component = diagonal_normal_log_density(z.unsqueeze(-2), mu, logvar)  # (..., K)
+    return torch.logsumexp(per_component, dim=-1) - math.log(mu.shape[-2])
+
+
+def normal_mixture_quantiles(levels: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per latent dimension, the z with F(z) = level, F(z) = (1/K) sum_k Phi((z - mu_k) / std_k) the marginal CDF
+    of an equally weighted mixture of K normals.  # (L, Z)
+
+    levels (L,) in (0, 1); mu, std (K, Z). F is increasing, so bisection between bounds that hold every level
+    (beyond all components by 40 standard deviations, where F is 0 or 1 in float64) finds each quantile; 100
+    halvings shrink the bracket far below float64's resolution.
+    """
+    mu, std = mu.double(), std.double()
+    low = (mu - 40 * std).min(0).values.expand(len(levels), -1).clone()  # (L, Z)
+    high = (mu + 40 * std).max(0).values.expand(len(levels), -1).clone()
+    target = levels.double().to(mu.device).unsqueeze(-1)  # (L, 1)
+    for _ in range(100):
+        middle = (low + high) / 2
+        cdf = torch.special.ndtr((middle.unsqueeze(-2) - mu) / std).mean(-2)  # (L, K, Z) -> (L, Z)
+        below = cdf < target
+        low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+    return (low + high) / 2
+
+
+def single_sample_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """log q(z|x) - log p(z) at one z ~ q(z|x) = N(mu, diag(exp(logvar))): an unbiased estimate of
+    KL(q(z|x) || p(z)) where it has no closed form, as against a mixture prior.  # (...,)
+
+    Kingma & Welling (2014), eq. 6 (estimator A) uses it inside log p(x, z) - log q(z|x); Tomczak & Welling (2018)
+    train the VampPrior with it. `log_prior` is log p(z) with z's leading shape.
+    """
+    return diagonal_normal_log_density(z, mu, logvar) - log_prior
+
+
 def kl_with_free_bits(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tensor:
     """The KL as the training loss sees it: sum_z max(lambda, mean_batch KL_z) (Kingma et al. 2016, eq. 15).  # ()
 

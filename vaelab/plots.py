@@ -10,6 +10,7 @@ under one title.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,18 +263,26 @@ class PosteriorPanel:
     sigma: np.ndarray  # (N, 2) posterior standard deviations
     labels: np.ndarray | None
     class_names: list[str] | None = None
+    # The prior's log-density at (G, 2) points, (G,); None: N(0, I), drawn with circles at 1, 2 and 3 sigma.
+    prior_log_density: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def _standard_normal_log_density(points: np.ndarray) -> np.ndarray:
+    return -0.5 * (points**2).sum(-1) - np.log(2 * np.pi)  # (G,)
 
 
 def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
-    """1-sigma ellipses of q(z|x) = N(mu, diag sigma²) over the prior N(0, I)'s density and 1, 2, 3-sigma circles."""
+    """1-sigma ellipses of q(z|x) = N(mu, diag sigma²) over the prior's density (N(0, I): with 1, 2, 3-sigma
+    circles)."""
     fig, axes = _panels_figure(len(panels), (4.6, 4.3), extra_in=(1.3, 0.6))
     for ax, panel in zip(axes, panels):
         reach = max(3.5, float(np.max(np.abs(panel.mu) + panel.sigma)) * 1.05)
         grid = np.linspace(-reach, reach, 201)
         zz1, zz2 = np.meshgrid(grid, grid)
-        density = np.exp(-0.5 * (zz1**2 + zz2**2)) / (2 * np.pi)
+        log_density = panel.prior_log_density or _standard_normal_log_density
+        density = np.exp(log_density(np.stack([zz1.ravel(), zz2.ravel()], axis=1))).reshape(zz1.shape)
         ax.contourf(zz1, zz2, density, levels=8, cmap="Greys", alpha=0.35)
-        for radius in (1, 2, 3):
+        for radius in (1, 2, 3) if panel.prior_log_density is None else ():
             ax.add_patch(Circle((0, 0), radius, fill=False, linestyle="--", linewidth=0.8, color="0.35"))
             ax.text(
                 radius * 0.707,
@@ -303,7 +312,7 @@ def posterior_ellipses(panels: list[PosteriorPanel]) -> Figure:
     return _titled(
         fig,
         "Each test image x is a distribution q(z|x)\n"
-        "ellipses: μ(x) ± σ(x) · grey: the prior N(0, I), circles at 1, 2, 3σ",
+        "ellipses: μ(x) ± σ(x) · grey: the prior p(z) (N(0, I): circles at 1, 2, 3σ)",
         fontsize=11,
     )
 

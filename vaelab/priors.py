@@ -1,8 +1,10 @@
-"""Priors p(z): small objects with ``log_prob`` and ``sample``, held by a model as ``model.prior``.
+"""Priors p(z): small objects with ``log_prob``, ``sample`` and ``marginal_quantiles``, held by a model as
+``model.prior``.
 
 Bounds (vaelab.bounds) score samples with ``prior.log_prob``; ``vaelab.models.sample_prior`` decodes
-``prior.sample``. A family with another prior (the VampPrior's mixture, VQ-VAE's autoregressive prior over codes)
-gives its model an object with the same two methods.
+``prior.sample``; the figures and the explorer place their grids and sliders at ``prior.marginal_quantiles``, so
+no picture assumes N(0, I). A family with another prior (the VampPrior's mixture, VQ-VAE's autoregressive prior
+over codes) gives its model an object with the same methods.
 """
 
 from __future__ import annotations
@@ -28,3 +30,9 @@ class StandardNormal(nn.Module):
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
         """n draws on the generator's device (the host's, so every device decodes the same z).  # (n, Z)"""
         return torch.randn(n, self.z_dim, generator=generator, device=generator.device)
+
+    def marginal_quantiles(self, levels: torch.Tensor) -> torch.Tensor:
+        """Per dimension, the quantiles of p(z)'s marginal N(0, 1) at `levels` (L,): the inverse normal CDF, on
+        the host.  # (L, Z)"""
+        values = torch.special.ndtri(levels.to("cpu", torch.float64)).float()  # (L,)
+        return values.unsqueeze(1).expand(-1, self.z_dim)

@@ -11,5 +11,12 @@ from vaelab.families.ae import AutoEncoder
 from vaelab.families.cvae import CVAE
 from vaelab.families.tcvae import BetaTCVAE
 from vaelab.families.vae import VAE
+from vaelab.families.vamp import Vamp
 
-FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE, "cvae": CVAE, "beta-tcvae": BetaTCVAE}
+FAMILIES: dict[str, type[AutoEncoder]] = {
+    "ae": AutoEncoder,
+    "vae": VAE,
+    "cvae": CVAE,
+    "vamp": Vamp,
+    "beta-tcvae": BetaTCVAE,
+}
