@@ -1,13 +1,16 @@
 """Priors p(z): small objects with ``log_prob``, ``sample`` and ``marginal_quantiles``, held by a model as
 ``model.prior``.
 
-Bounds (vaelab.bounds) score samples with ``prior.log_prob``; ``vaelab.models.sample_prior`` decodes
+Bounds (vaelab.bounds) score samples with ``prior.frozen()`` (log_prob with whatever depends on the weights
+computed once); ``vaelab.models.sample_prior`` decodes
 ``prior.sample``; the figures and the explorer place their grids and sliders at ``prior.marginal_quantiles``, so
 no picture assumes N(0, I). A family with another prior (the VampPrior's mixture, VQ-VAE's autoregressive prior
 over codes) gives its model an object with the same methods.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,6 +29,10 @@ class StandardNormal(nn.Module):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; 0, I), summed over the last axis.  # (...,)"""
         return objectives.standard_normal_log_density(z)
+
+    def frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """log_prob as a function of z alone under the current weights (N(0, I) has none to precompute)."""
+        return self.log_prob
 
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
         """n draws on the generator's device (the host's, so every device decodes the same z).  # (n, Z)"""

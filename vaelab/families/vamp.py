@@ -55,6 +55,12 @@ class VampPrior(nn.Module):
         mu, logvar = self.components()
         return objectives.diagonal_normal_mixture_log_density(z, mu, logvar)
 
+    def frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """log_prob with the K components encoded once, for scoring many z under fixed weights (the IWAE bound:
+        once per call instead of once per chunk of samples, a third of its time at K = 500)."""
+        mu, logvar = self.components()
+        return lambda z: objectives.diagonal_normal_mixture_log_density(z, mu, logvar)
+
     @torch.no_grad()  # draws to decode, not a differentiable function of the pseudo-inputs
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
         """n draws: a component k uniformly, then z ~ q(z|u_k); on the generator's device, all randomness from
