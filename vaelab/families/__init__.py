@@ -8,6 +8,7 @@ builds from it. A new family adds its name to MODELS, its module here and its li
 from __future__ import annotations
 
 from vaelab.families.ae import AutoEncoder
+from vaelab.families.iwae import IWAE
 from vaelab.families.vae import VAE
 
-FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE}
+FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE, "iwae": IWAE}
