@@ -236,7 +236,24 @@ class RunConfig:
         if self.mixture_components != DEFAULT_COMPONENTS and self.likelihood != "logistic-mixture":
             raise VaelabError("mixture_components applies to the logistic-mixture likelihood only")
         self._check_family_fields()
+        self._check_bound_objective()
         return self
+
+    def _check_bound_objective(self) -> None:
+        """IWAE trains on the bound L_K, which has no KL term apart: beta, free bits and KL warm-up would be saved
+        in config.json and silently do nothing."""
+        if self.model != "iwae":
+            return
+        defaults = RunConfig()
+        changed = [
+            name for name in ("beta", "free_bits", "kl_warmup") if getattr(self, name) != getattr(defaults, name)
+        ]
+        if changed:
+            settings = ", ".join(f"{name}={getattr(self, name):g}" for name in changed)
+            raise VaelabError(
+                f"--model iwae trains on the importance-weighted bound L_K, which has no separate KL term to weight, "
+                f"floor or warm up: beta, free_bits and kl_warmup do not apply (got {settings})"
+            )
 
     def _check_family_fields(self) -> None:
         """A family's own setting, changed from its default, is an error with any other --model: it would be

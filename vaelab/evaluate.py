@@ -717,7 +717,8 @@ def evaluation_notes(
         "test_images": n_test,
         "likelihood": _targets_note(config),
         "binarize": config.binarize,
-        "test_loss": "recon + beta*kl per image, one posterior sample (the training objective); AE: squared error",
+        "test_loss": "recon + beta*kl per image, one posterior sample (the training objective); AE: squared error; "
+        "IWAE: -L_K with its k_train samples",
         "neg_elbo_nats": "-ELBO = -log p(x|z) (one sample z ~ q) + analytic KL(q(z|x) || N(0,I)), beta = 1",
         "nll_iwae_nats": iwae,
         "iwae_k": iwae_k,

@@ -141,7 +141,8 @@ def _likelihood_measures() -> list[Measure]:
             "generation",
             "own training loss",
             None,
-            "each model's own training objective on the test split (AE: squared error; VAE: recon + beta*kl): "
+            "each model's own training objective on the test split (AE: squared error; VAE: recon + beta*kl; "
+            "IWAE: -L_K with K = k_train): "
             "not comparable across models",
             "vaelab.evaluate.per_image_loss_parts",
             "likelihood",

@@ -247,6 +247,29 @@ def single_sample_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, lo
     return diagonal_normal_log_density(z, mu, logvar) - log_prior
 
 
+def log_importance_weights(
+    log_px_given_z: torch.Tensor, log_pz: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+) -> torch.Tensor:
+    """log w = log p(x|z) + log p(z) - log q(z|x), q = N(mu, diag exp(logvar)).  # (...,)
+
+    Burda et al. (2016), eq. 8: w_k = p(x, z_k) / q(z_k | x), with z_k ~ q(z|x). `z` is (..., Z) and
+    broadcasts against mu and logvar; log_px_given_z and log_pz (the prior's log-density of z) have z's leading
+    shape.
+    """
+    return log_px_given_z + log_pz - diagonal_normal_log_density(z, mu, logvar)
+
+
+def importance_weighted_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """L_K = log (1/K) sum_k w_k = logsumexp_k log w_k - log K, over the first axis of log_w (K, ...).  # (...,)
+
+    Burda et al. (2016), eq. 8, from the K log weights of log_importance_weights. Differentiated as it stands,
+    its gradient is sum_k w~_k grad log w_k with the normalised weights w~_k = w_k / sum_j w_j (eq. 14): the
+    gradient flows through the weights' normalisation, and no surrogate sum_k w~_k log w_k (whose w~ must then
+    be held constant) is needed. K = 1 gives the one-sample ELBO log p(x, z) - log q(z|x).
+    """
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
 def kl_with_free_bits(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tensor:
     """The KL as the training loss sees it: sum_z max(lambda, mean_batch KL_z) (Kingma et al. 2016, eq. 15).  # ()
 

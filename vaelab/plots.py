@@ -466,7 +466,7 @@ def training_curves(panels: list[CurvesPanel]) -> Figure:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _titled(fig, "Training curves (loss = reconstruction + β·KL, averaged over images)")
+    return _titled(fig, "Training curves (loss = reconstruction + β·KL, IWAE: −L_K; averaged over images)")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vaelab import plots
 from vaelab.atomic import atomic_write_bytes
+from vaelab.config import FAMILY_FIELDS
 from vaelab.devices import Compute
 from vaelab.errors import VaelabError
 from vaelab.explorer import DecoderNotShowable, explorer_html
@@ -296,9 +297,13 @@ def _column(comparison: Comparison, view: RunView | None) -> str | None:
 
 def _describe(view: RunView) -> str:
     config = view.run.config
-    beta = f", β = {config.beta:g}" if view.model.kind != "ae" else ""
+    # beta weights a KL term; the AE has none, and IWAE's bound L_K none apart (RunConfig refuses beta there).
+    beta = f", β = {config.beta:g}" if view.model.kind not in ("ae", "iwae") else ""
+    own = "".join(
+        f", {name} = {getattr(config, name)}" for name, model in FAMILY_FIELDS.items() if model == config.model
+    )
     return (
-        f"{view.model.kind.upper()}, {view.model.z_dim}-D latent{beta}, {view.run.epoch} epochs, "
+        f"{view.model.kind.upper()}, {view.model.z_dim}-D latent{beta}{own}, {view.run.epoch} epochs, "
         f"trained in {_duration(training_seconds(view))}"
     )
 

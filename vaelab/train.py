@@ -35,7 +35,8 @@ from vaelab.runs import Run, RunFolder, load_run, restore_optimizer
 # Written into every metrics line so a number is never read without its units.
 LOSS_SCALING = (
     "per image: summed over pixels and latent dimensions, averaged over images; "
-    "VAE terms in nats (recon = -log p(x|z), one z sample), AE recon is squared error; loss = recon + beta*kl"
+    "VAE terms in nats (recon = -log p(x|z), one z sample), AE recon is squared error; loss = recon + beta*kl "
+    "(iwae: loss = -L_K, the importance-weighted bound of its k_train samples; recon and kl of its first sample)"
 )
 # The RunConfig fields that define the network a checkpoint's weights belong to.
 NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim", "likelihood", "mixture_components")

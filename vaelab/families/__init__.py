@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vaelab.families.ae import AutoEncoder
 from vaelab.families.cvae import CVAE
+from vaelab.families.iwae import IWAE
 from vaelab.families.tcvae import BetaTCVAE
 from vaelab.families.vae import VAE
 from vaelab.families.vamp import Vamp
@@ -16,6 +17,7 @@ from vaelab.families.vamp import Vamp
 FAMILIES: dict[str, type[AutoEncoder]] = {
     "ae": AutoEncoder,
     "vae": VAE,
+    "iwae": IWAE,
     "cvae": CVAE,
     "vamp": Vamp,
     "beta-tcvae": BetaTCVAE,
