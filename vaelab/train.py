@@ -78,7 +78,7 @@ def epoch_line(row: dict, epochs: int) -> str:
     """One line per epoch, as Keras and Lightning print: train and test loss, the test loss's parts, seconds."""
     return (
         f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.2f}  test loss {row['test_loss']:.2f} "
-        f"(recon {row['test_recon']:.2f} + kl {row['test_kl']:.2f})  {row['seconds']:.1f} s"
+        f"(recon {row['test_recon']:.2f}, kl {row['test_kl']:.2f})  {row['seconds']:.1f} s"
     )
 
 
