@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from vaelab.families.ae import AutoEncoder
 from vaelab.families.vae import VAE
+from vaelab.families.vqvae import VQVAE
 
-FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE}
+FAMILIES: dict[str, type[AutoEncoder]] = {"ae": AutoEncoder, "vae": VAE, "vqvae": VQVAE}

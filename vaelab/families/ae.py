@@ -28,6 +28,10 @@ class AutoEncoder(nn.Module):
     has_bound = False  # no likelihood: no ELBO, no importance-weighted bound
     conditional = False
     kl_per_dimension = True  # loss_parts' KL is (B, Z); False where it is one estimate per image (B, 1)
+    has_likelihood = False  # log p(x|z) (model.log_likelihood), so a negative ELBO and bits/dim
+    discrete_codes = False  # a grid of codebook indices (model.code_indices): codebook usage is measured
+    trains_prior = False  # a second training phase fits model.prior after the networks (vaelab.prior_training)
+    kl_description = "none: the AE has no posterior"
 
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
         super().__init__()
@@ -47,6 +51,9 @@ class AutoEncoder(nn.Module):
         # The lecture's "random latent points" for the AE: decoded draws of N(0, I), though nothing trained the
         # codes to follow it (that is the lecture's point).
         self.prior = StandardNormal(config.z_dim)
+
+    def attach_processes(self, processes) -> None:
+        """Training on several processes (a vaelab.distributed.Processes): nothing to share for most families."""
 
     def decoder_channels(self, config: RunConfig) -> int:
         """The AE decodes the image itself: C logits per pixel."""
