@@ -26,7 +26,7 @@ MAX_SAMPLES = 10_000  # decoded samples per sampler at most (and as many test im
 # Sources of "random latent points": the prior N(0, I), and a full-covariance Gaussian fitted to the training
 # codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et al. 2020's ex-post density).
 SAMPLERS = {  # name: (how tables name its samples, where its points come from)
-    "prior": ("prior samples", "z ~ N(0, I)"),
+    "prior": ("prior samples", "z ~ the model's prior (N(0, I); VQ-VAE: its code prior)"),
     "fitted": ("fitted-Gaussian samples", "z ~ a Gaussian fitted to the training codes"),
 }
 SECTIONS = ("generation", "latent")
@@ -261,6 +261,16 @@ def _latent_measures() -> list[Measure]:
             None,
             f"latent dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} (Burda et al. 2016): capacity in use",
             "vaelab.latent.active_units",
+            "codes",
+        ),
+        Measure(
+            "codebook_perplexity",
+            "latent",
+            "codebook perplexity",
+            None,
+            "exp(entropy) of the codes' usage over the test images' grid positions (VQ-VAE): the effective number "
+            "of codebook vectors in use, K when all are used equally, 1 when one is",
+            "vaelab.objectives.codebook_perplexity",
             "codes",
         ),
         Measure(

@@ -164,14 +164,15 @@ def _is_number(value) -> bool:
 
 def _is_metrics_row(row) -> bool:
     """One line of metrics.jsonl: an integer epoch, the HISTORY_NUMBERS as numbers, and every other value a number,
-    a flag, text (the scaling statement, the device) or a list of numbers (the per-dimension KL), as the training
-    loop writes them."""
+    a flag, text (the scaling statement, the device), a list of numbers (the per-dimension KL) or null (that KL,
+    for a family whose KL does not split by dimension), as the training loop writes them."""
     return (
         isinstance(row, dict)
         and _is_int(row.get("epoch"), 1, 10**9)
         and all(_is_number(row.get(key)) for key in HISTORY_NUMBERS)
         and all(
-            isinstance(v, (int, float, str)) or (isinstance(v, list) and all(map(_is_number, v))) for v in row.values()
+            v is None or isinstance(v, (int, float, str)) or (isinstance(v, list) and all(map(_is_number, v)))
+            for v in row.values()
         )
     )
 

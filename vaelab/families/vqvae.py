@@ -8,9 +8,9 @@ and ``self.z_dim`` is L*D; ``positions`` is L.
 Training: the straight-through gradient, the codebook loss ||sg[z_e] - e||² (or, with codebook_ema, exponential
 moving averages of the assigned outputs) and the commitment loss beta ||z_e - sg[e]||², as LossTerms.extra.
 Codes no output chose for RESTART_AFTER training steps are restarted at encoder outputs of the batch (Dhariwal
-et al. 2020's random restarts). These buffer updates use the batch only; with several processes
-(vaelab.distributed) the counts and sums are added over processes and the restart vectors come from rank 0's
-share, so every process keeps the same codebook.
+et al. 2020's random restarts); all codes start so, at the first training step. These buffer updates use the
+batch only; with several processes (vaelab.distributed) the counts and sums are added over processes and the
+restart vectors come from rank 0's share, so every process keeps the same codebook.
 
 The likelihood is the VAE's (Bernoulli, logistic, ...), so recon = -log p(x|z_q). q(k|x) is one-hot, so the KL
 to the prior is -log p(k(x)): L log K under the uniform prior the autoencoder trains with, and -log p_prior(k(x))
@@ -50,7 +50,9 @@ class Codebook(nn.Module):
             self.register_buffer("ema_sums", vectors.clone())
         else:
             self.vectors = nn.Parameter(vectors)
-        self.register_buffer("idle_steps", torch.zeros(size, dtype=torch.long))
+        # Every code starts idle, so the first training step places the codebook on encoder outputs of the batch
+        # (a random init far from the encoder's outputs leaves all but a few codes unused).
+        self.register_buffer("idle_steps", torch.full((size,), RESTART_AFTER, dtype=torch.long))
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """The vectors of codes (..., L), flattened per grid.  # (..., L*D)"""
