@@ -243,7 +243,7 @@ class RunConfig:
         if self.mixture_components != DEFAULT_COMPONENTS and self.likelihood != "logistic-mixture":
             raise VaelabError("mixture_components applies to the logistic-mixture likelihood only")
         self._check_family_fields()
-        if self.z_dim * self.code_dim > MAX_WIDTH:
+        if self.model == "vqvae" and self.z_dim * self.code_dim > MAX_WIDTH:
             raise VaelabError(f"z_dim * code_dim (the vqvae decoder's input) must be at most {MAX_WIDTH}")
         return self
 

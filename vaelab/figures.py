@@ -260,7 +260,14 @@ def manifold_figure(views: list[RunView], options: FigureOptions) -> Figure:
 def samples_figure(views: list[RunView], options: FigureOptions) -> Figure:
     n = options.n or 64
     panels = [plots.ImagePanel(view.title, sample_prior(view.model, n, seed=options.seed)) for view in views]
-    return plots.image_panels(panels, "Decoded prior samples z ~ N(0, I)", ncol=_side(n))
+    return plots.image_panels(panels, f"Decoded prior samples {prior_phrase(views)}", ncol=_side(n))
+
+
+def prior_phrase(views: list[RunView]) -> str:
+    """How the sampled z were drawn, for a figure's title: N(0, I), unless a run has a prior of its own."""
+    if not any(view.model.trains_prior for view in views):
+        return "z ~ N(0, I)"
+    return "z ~ each model's prior (VAE, AE: N(0, I); VQ-VAE: code grids from its code prior)"
 
 
 def recon_figure(views: list[RunView], options: FigureOptions) -> Figure:
@@ -317,7 +324,12 @@ def why_not(kind: str, view: RunView) -> str | None:
     """Why figure `kind` cannot be drawn for this run, or None when it can."""
     model = view.model
     if kind in ("posterior", "kl") and not model.has_bound:
-        return f"the {model.kind} model has no Gaussian posterior q(z|x) and KL term; this figure needs a VAE run"
+        return f"the {model.kind} model has no Gaussian posterior q(z|x) and no KL term; this figure needs a VAE run"
+    if kind == "manifold" and model.discrete_codes:
+        return (
+            f"the {model.kind} latent is a grid of discrete codes, with no continuous plane to sweep; "
+            "see the samples figure, or the explorer's code grid"
+        )
     if kind in ("posterior", "manifold") and model.z_dim != 2:
         return f"this figure needs a 2-D latent (train with --z-dim 2); the run has z_dim={model.z_dim}"
     if kind == "latent" and model.z_dim < 2:
