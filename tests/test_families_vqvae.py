@@ -15,6 +15,7 @@ from vaelab import RunConfig, load_run, objectives, train
 from vaelab.families.code_prior import CodePrior
 from vaelab.families.vqvae import EMA_DECAY, EMA_EPSILON, Codebook, OneProcess
 from vaelab.models import build_model
+from vaelab.noise import ImageNoise
 
 
 def tiny_model(**fields):
@@ -98,10 +99,34 @@ def test_ema_update_matches_a_hand_computation():
 
 def test_idle_codes_restart_on_encoder_outputs():
     book = Codebook(3, 2, ema=False)  # every code starts idle
-    z_e = torch.tensor([[10.0, 10.0], [20.0, 20.0]])
-    book.restart_idle(z_e, torch.Generator().manual_seed(0), OneProcess())
-    assert all(row in z_e.tolist() for row in book.vectors.tolist())
+    z_e = torch.tensor([[[10.0, 10.0]], [[20.0, 20.0]]])  # 2 images, 1 position
+    book.restart_idle(z_e, None, OneProcess())
+    assert all(row in z_e.flatten(0, 1).tolist() for row in book.vectors.tolist())
     assert book.idle_steps.tolist() == [0, 0, 0]
+
+
+def test_restarts_of_two_shares_equal_those_of_the_whole_batch():
+    z_e = torch.randn(4, 3, 2)
+
+    class Summed:  # two processes in one: a share's sum is completed by the other's
+        is_main = True
+
+        def __init__(self, other):
+            self.other = other
+
+        def sum(self, values):
+            return values + self.other
+
+    whole, halves = Codebook(5, 2, ema=True), [Codebook(5, 2, ema=True) for _ in range(2)]
+    whole.restart_idle(z_e, ImageNoise(7, 4, slice(0, 4), torch.device("cpu")), OneProcess())
+    shares = []
+    for rows in (slice(0, 2), slice(2, 4)):  # what each share contributes, before the sum
+        book = Codebook(5, 2, ema=True)
+        book.restart_idle(z_e[rows], ImageNoise(7, 4, rows, torch.device("cpu")), OneProcess())
+        shares.append(book.vectors.clone())
+    for book, rows, other in zip(halves, (slice(0, 2), slice(2, 4)), reversed(shares)):
+        book.restart_idle(z_e[rows], ImageNoise(7, 4, rows, torch.device("cpu")), Summed(other))
+        torch.testing.assert_close(book.vectors, whole.vectors)
 
 
 @pytest.mark.parametrize(("counts", "expected"), [([7, 7, 7, 7], 4.0), ([0, 9, 0, 0], 1.0)])

@@ -91,7 +91,8 @@ def _likelihood_measures() -> list[Measure]:
             "negative ELBO, nats",
             "lower",
             "negative ELBO, -log p(x|z) with one z ~ q(z|x) + KL(q(z|x) || N(0, I)), beta = 1, nats per test "
-            "image (VAE only)",
+            "image (VAE only; VQ-VAE: -log p(x|z_q(x)) - log p(k(x)) under its code prior, also a bound on "
+            "-log p(x))",
             "vaelab.evaluate.per_image_loss_parts",
             "likelihood",
             has_se=True,
@@ -123,7 +124,8 @@ def _likelihood_measures() -> list[Measure]:
             "generation",
             "KL to the prior, nats",
             None,
-            "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate)",
+            "KL(q(z|x) || N(0, I)) per test image, nats: the information the code carries about x (a rate); "
+            "VQ-VAE: -log p(k(x)) of the code grid under its code prior",
             "vaelab.objectives.gaussian_kl",
             "likelihood",
         ),

@@ -39,6 +39,7 @@ def prior_epoch(
     """
     prior = model.prior
     prior.learned.fill_(1.0)  # from now on the prior is the network
+    prior.requires_grad_(True)
     prior.train()
     total = 0.0
     for start in range(0, len(order), batch_size):

@@ -45,6 +45,9 @@ class CodePrior(nn.Module):
         self.out = nn.Linear(WIDTH, codes)
         # 1 once the second phase trains the network; until then the prior is uniform (the paper's during training).
         self.register_buffer("learned", torch.zeros(()))
+        # No gradient reaches the prior while the autoencoder trains; frozen, DistributedDataParallel does not wait
+        # for one. vaelab.prior_training unfreezes it for the second phase.
+        self.requires_grad_(False)
 
     def is_learned(self) -> bool:
         return bool(self.learned.item())

@@ -10,7 +10,8 @@ moving averages of the assigned outputs) and the commitment loss beta ||z_e - sg
 Codes no output chose for RESTART_AFTER training steps are restarted at encoder outputs of the batch (Dhariwal
 et al. 2020's random restarts); all codes start so, at the first training step. These buffer updates use the
 batch only; with several processes (vaelab.distributed) the counts and sums are added over processes and the
-restart vectors come from rank 0's share, so every process keeps the same codebook.
+restart vectors are drawn from the global batch (see Codebook.restart_idle), so every process keeps the codebook
+one process would have.
 
 The likelihood is the VAE's (Bernoulli, logistic, ...), so recon = -log p(x|z_q). q(k|x) is one-hot, so the KL
 to the prior is -log p(k(x)): L log K under the uniform prior the autoencoder trains with, and -log p_prior(k(x))
@@ -59,14 +60,26 @@ class Codebook(nn.Module):
         return self.vectors[codes].flatten(-2)
 
     @torch.no_grad()
-    def restart_idle(self, z_e: torch.Tensor, generator: torch.Generator | None, processes) -> None:
-        """Move codes idle for RESTART_AFTER steps onto encoder outputs of the batch (rank 0's share, so every
-        process restarts them alike). z_e (N, D)."""
+    def restart_idle(self, z_e: torch.Tensor, noise, processes) -> None:
+        """Move codes idle for RESTART_AFTER steps onto encoder outputs drawn at random from the global batch.
+
+        z_e (b, L, D) is this process's share. The draws come from `noise` (a vaelab.noise.ImageNoise, the same on
+        every process) over the global batch's positions; each process supplies the ones it holds and the sum over
+        processes completes them, so one process and several restart the same codes at the same vectors. Without
+        noise, the share is the batch and torch's generator draws.
+        """
         idle = (self.idle_steps >= RESTART_AFTER).nonzero().squeeze(1)
         if len(idle) == 0 or len(z_e) == 0:
             return
-        rows = torch.randint(len(z_e), (len(idle),), generator=generator, device=z_e.device)
-        chosen = processes.sum(z_e[rows].float() * float(processes.is_main))
+        size, positions = len(z_e), z_e.shape[1]
+        global_size, first = (size, 0) if noise is None else (noise.global_size, noise.rows.start)
+        generator = None if noise is None else noise.generator
+        picks = torch.randint(global_size * positions, (len(idle),), generator=generator, device=z_e.device)
+        image, position = picks // positions - first, picks % positions
+        mine = (image >= 0) & (image < size)
+        chosen = z_e.new_zeros(len(idle), z_e.shape[2], dtype=torch.float32)
+        chosen[mine] = z_e[image[mine], position[mine]].float()
+        chosen = processes.sum(chosen)
         self.vectors[idle] = chosen
         self.idle_steps[idle] = 0
         if self.ema:
@@ -146,12 +159,12 @@ class VQVAE(VAE):
         """recon -log p(x|z_q) (B,), KL -log p(k(x)) (B, 1) (no gradient: constant or the separately trained
         prior's), and the codebook (unless ema) and commitment losses as extras (B,) each.
 
-        In training mode the codebook's buffers are updated from the batch first (restarts) and after the
-        assignment (counts, EMA). Restart rows come from `noise`'s generator when given (the same on every process).
+        In training mode the codebook's buffers are updated from the batch first (restarts, drawn from `noise`)
+        and after the assignment (counts, EMA).
         """
         z_e = self.grid(self.encoder(x).float())  # (B, L, D)
         if self.training:
-            self.codebook.restart_idle(z_e.flatten(0, 1), None if noise is None else noise.generator, self.processes)
+            self.codebook.restart_idle(z_e.detach(), noise, self.processes)
         codes = objectives.nearest_code(z_e.detach(), self.codebook.vectors.detach())  # (B, L)
         z_q = self.codebook.vectors[codes]  # (B, L, D): the codebook loss's gradient reaches the chosen vectors
         if self.training:
