@@ -120,6 +120,7 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
     }
     assert set(result["latent"]) == {
         "active_units",
+        "codebook_perplexity",
         "knn_accuracy",
         "linear_probe_accuracy",
         "silhouette",

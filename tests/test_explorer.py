@@ -30,6 +30,7 @@ from vaelab.explorer import (
     DecoderNotShowable,
     decoder_bytes,
     explorer_html,
+    explorer_payload,
     export_decoder,
     latent_codes,
     latent_plane,
@@ -410,3 +411,23 @@ def test_conv_and_resnet_decoders_are_evaluated_and_drawn_like_pytorch(page, tmp
     pixels = _check_shown_image(page, explorer_id, run)
     if shape[0] == 3:
         assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 32  # drawn in colour, not grey
+
+
+def test_vqvae_code_grid_and_prior_walk_decode_like_pytorch(page, tmp_path, digits):
+    run = _untrained_run(tmp_path, "vq", seed=2, model="vqvae", z_dim=3, code_dim=2, codebook_size=6)
+    payload = explorer_payload(run, digits)
+    assert payload["sliders"] is None and payload["code_grid"]["positions"] == 3
+    (explorer_id,) = _open(page, tmp_path, [explorer_html(run, digits)])
+    inputs = page.locator(f"#{explorer_id} .vx-codes input")
+    assert inputs.count() == 3
+    halves = np.frombuffer(base64.b64decode(payload["code_grid"]["vectors"]), dtype="<f2").astype(np.float64)
+    codebook = torch.from_numpy(halves.reshape(6, 2))
+    codes = _hook(page, explorer_id, "e.codes")
+    assert _hook(page, explorer_id, "e.z") == codebook[codes].flatten().tolist()  # the start is snapped to codes
+    _after_update(page, explorer_id, lambda: page.locator(f"#{explorer_id} .vx-walk").click())
+    assert _hook(page, explorer_id, "e.codes") == payload["code_grid"]["prior_walk"][0]
+    _check_shown_image(page, explorer_id, run)
+    other = (payload["code_grid"]["prior_walk"][0][1] + 1) % 6
+    _after_update(page, explorer_id, lambda: (inputs.nth(1).fill(str(other)), inputs.nth(1).press("Enter")))
+    assert _hook(page, explorer_id, "e.codes")[1] == other
+    _check_shown_image(page, explorer_id, run)

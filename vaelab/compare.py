@@ -23,7 +23,7 @@ from vaelab.evaluate import evaluate_run
 from vaelab.measures import MEASURES, format_value
 from vaelab.models import check_likelihood_data
 from vaelab.runs import Run, load_run, read_config
-from vaelab.train import train
+from vaelab.train import total_epochs, train
 
 
 def comparison_rows(evals: dict[str, dict]) -> list[dict]:
@@ -94,7 +94,7 @@ def _train_or_reuse(config: RunConfig, run_dir: Path, progress: bool, compute: C
         if existing != config:
             raise VaelabError(f"{run_dir}: holds a run with another configuration; choose another --out")
         run = load_run(run_dir)
-        if run.epoch >= config.epochs:
+        if run.epoch >= total_epochs(config):
             compute.prepare(run.model)
             return run
         return train(config, run_dir, resume=True, progress=progress, compute=compute)

@@ -42,6 +42,7 @@ FAMILY_FIELDS = {
     "codebook_size": "vqvae",
     "commitment": "vqvae",
     "codebook_ema": "vqvae",
+    "code_dim": "vqvae",
     "prior_epochs": "vqvae",
 }
 # The flag groups of `vaelab train --help`, in the order they are shown.
@@ -151,7 +152,7 @@ class RunConfig:
         "leaky_relu", "encoder activation (the lecture's: LeakyReLU(0.2))", "model", ACTIVATIONS
     )
     dec_activation: str = _setting("relu", "decoder activation (the lecture's: ReLU)", "model", ACTIVATIONS)
-    z_dim: int = _setting(20, "latent dimensions", "model", bounds=(1, MAX_WIDTH))
+    z_dim: int = _setting(20, "latent dimensions (vqvae: positions of the code grid)", "model", bounds=(1, MAX_WIDTH))
     beta: float = _setting(
         1.0,
         "weight of the KL term; beta > 1 is a beta-VAE; beta-tcvae: the weight of the total correlation",
@@ -174,6 +175,12 @@ class RunConfig:
     )
     codebook_size: int = _setting(512, "vqvae: vectors in the codebook", "family", bounds=(2, MAX_WIDTH))
     commitment: float = _setting(0.25, "vqvae: weight of the commitment loss", "family")
+    code_dim: int = _setting(
+        8,
+        "vqvae: numbers per code vector; the encoder gives z_dim positions of code_dim each",
+        "family",
+        bounds=(1, MAX_WIDTH),
+    )
     codebook_ema: bool = _setting(
         False, "vqvae: update the codebook by exponential moving averages instead of its loss", "family"
     )
@@ -237,6 +244,8 @@ class RunConfig:
             raise VaelabError("mixture_components applies to the logistic-mixture likelihood only")
         self._check_family_fields()
         self._check_bound_objective()
+        if self.model == "vqvae" and self.z_dim * self.code_dim > MAX_WIDTH:
+            raise VaelabError(f"z_dim * code_dim (the vqvae decoder's input) must be at most {MAX_WIDTH}")
         return self
 
     def _check_bound_objective(self) -> None:

@@ -227,9 +227,9 @@ def decode_random_points(
     generator = torch.Generator().manual_seed(seed)
     if sampler == "fitted":
         mean, chol = fitted_gaussian(train_codes)
-        z = mean + torch.randn(n, model.z_dim, generator=generator, device="cpu") @ chol.T  # (n, Z)
+        z = mean + torch.randn(n, len(mean), generator=generator, device="cpu") @ chol.T  # (n, Z)
     else:
-        z = model.prior.sample(n, generator)  # (n, Z), on the host
+        z = model.prior.sample(n, generator)  # (n, Z); for N(0, I) the same draws as torch.randn(n, Z)
     device = model_device(model)
     parts = []
     for s in range(0, n, batch_size):
@@ -307,9 +307,18 @@ def evaluation_inputs(config: RunConfig, data: ImageData) -> tuple[torch.Tensor,
 
 
 def has_likelihood(model: AutoEncoder) -> bool:
-    """Whether the model offers log p(x|z) (model.log_likelihood), and so an ELBO and an importance-weighted bound
-    (model.has_bound): asked of the model, never read off its family's name."""
-    return model.has_bound
+    """Whether the model offers log p(x|z) (model.log_likelihood), and so a negative ELBO and bits/dim; the
+    importance-weighted bound needs model.has_bound besides. Asked of the model, never read off its family's name."""
+    return model.has_likelihood
+
+
+def why_no_iwae(model: AutoEncoder) -> str | None:
+    """Why the importance-weighted bound is not defined for this model (None when it is)."""
+    if not has_likelihood(model):
+        return "not applicable: the AE has no posterior"
+    if not model.has_bound:
+        return f"not applicable: the {model.kind} model has no Gaussian posterior q(z|x) to importance-sample"
+    return None
 
 
 def likelihood_measures(
@@ -336,6 +345,8 @@ def likelihood_measures(
         )
     values.update(_with_se("neg_elbo_nats", recon + kl))
     values["kl_nats"] = kl.mean().item()
+    if why_no_iwae(model) is not None:
+        return values, {"nll_iwae_nats": why_no_iwae(model)}
     if k is None:
         return values, {"nll_iwae_nats": "skipped with --skip-iwae"}
     bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(seed), progress=progress, labels=labels)
@@ -400,7 +411,7 @@ def bits_per_dim_measures(
     if method is None:
         return {}, dict.fromkeys(BITS_KEYS, why)
     dims = x[0].numel()
-    missing = {} if k is not None else {"bits_per_dim_iwae": "skipped with --skip-iwae"}
+    missing = {} if k is not None else {"bits_per_dim_iwae": why_no_iwae(model) or "skipped with --skip-iwae"}
     if method == "direct":
         values = {}
         for bits, source in zip(BITS_KEYS, ("neg_elbo_nats", "nll_iwae_nats")):
@@ -568,6 +579,7 @@ def _likelihood_part(
     """likelihood_measures, then bits_per_dim_measures, of the test images x (with their labels, which a
     conditional model takes)."""
     model, config = run.model, run.config
+    k = k if model.has_bound else None
     values, missing = likelihood_measures(model, x, config.beta, k, seed, progress, labels)
     if bits_per_dim_method(config, model, data.max_value, x)[0] == "dequantised":
         say("bits/dim: the ELBO" + ("" if k is None else " and the bound") + " again, on dequantised test images")
@@ -648,6 +660,10 @@ def evaluate_run(
     with _timed(seconds, "latent"):
         test_codes, test_logvar = latent.encode_means(model, x_test, labels=y_test_in)
         values["active_units"] = latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)
+        if model.discrete_codes:
+            values["codebook_perplexity"] = objectives.codebook_perplexity(latent.code_counts(model, x_test))
+        else:
+            missing["codebook_perplexity"] = f"not applicable: the {model.kind} model has no codebook"
         if skip_latent:
             missing.update(_not_computed("probes", "skipped with --skip-latent"))
         else:
@@ -660,7 +676,7 @@ def evaluate_run(
         else:
             say("disentanglement: MIG and DCI")
             _merge(values, missing, disentanglement_part(data, train_codes, test_codes, seed))
-    iwae_k = k if has_likelihood(model) and not skip_iwae else None
+    iwae_k = k if why_no_iwae(model) is None and not skip_iwae else None
     notes = evaluation_notes(run, data, len(x_test), iwae_k, None if skip_samples else n, seed, classifier)
     notes["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     notes["not_measured"] = missing
@@ -686,6 +702,14 @@ def per_dimension(mu: np.ndarray, logvar: np.ndarray | None) -> dict[str, list[f
     return {"kl_nats": kl, "mean_variance": latent.mean_variances(mu).tolist()}
 
 
+def prior_note(model: AutoEncoder) -> str:
+    """Where the prior sampler's points come from."""
+    if model.trains_prior:
+        learned = "its trained autoregressive code prior" if model.prior.is_learned() else "uniform codes"
+        return f"code grids drawn from {learned}, decoded from their codebook vectors"
+    return "N(0, I)"
+
+
 def evaluation_notes(
     run: Run,
     data: ImageData,
@@ -701,14 +725,14 @@ def evaluation_notes(
     if iwae_k is not None:
         iwae = f"-L_K, Burda et al. (2016) eq. 8, K={iwae_k} samples per image: an upper bound on -log p(x)"
     else:
-        iwae = "not computed" if has_likelihood(run.model) else "not applicable: the AE has no posterior"
+        iwae = why_no_iwae(run.model) or "not computed"
     labelled = data.y_train is not None and data.y_test is not None
     if n_samples is not None and feature_net is not None:
         samples = (
             f"{n_samples} decoded means d(z) per sampler, against the first {n_samples} test images in [0, 1] "
             f"(never binarised), in the penultimate features of a {feature_net.name} (see features; FD is not "
-            "Inception's FID); prior: z ~ N(0, I); fitted: z ~ a full-covariance Gaussian fitted to the training "
-            "codes mu(x)"
+            f"Inception's FID); prior: z ~ {prior_note(run.model)}; fitted: z ~ a full-covariance Gaussian fitted "
+            "to the training codes mu(x)"
         )
     else:
         samples = "not computed"
@@ -719,7 +743,7 @@ def evaluation_notes(
         "binarize": config.binarize,
         "test_loss": "recon + beta*kl per image, one posterior sample (the training objective); AE: squared error; "
         "IWAE: -L_K with its k_train samples",
-        "neg_elbo_nats": "-ELBO = -log p(x|z) (one sample z ~ q) + analytic KL(q(z|x) || N(0,I)), beta = 1",
+        "neg_elbo_nats": f"-ELBO = -log p(x|z) (one sample z ~ q) + {run.model.kl_description}, beta = 1",
         "nll_iwae_nats": iwae,
         "iwae_k": iwae_k,
         "bits_per_dim": bits_per_dim_method(config, run.model, data.max_value, data.x_test)[1],

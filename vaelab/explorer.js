@@ -9,6 +9,9 @@
  * window.vaelabExplorers[id] exposes each explorer for tests: decode(z), pointToLatent(px, py) and
  * latentToPoint(z) (pixels from the map canvas's top-left as displayed), the current z and decoded values, and
  * the count of updates shown so far.
+ * A run with discrete codes (VQ-VAE) has a code grid (data.code_grid) instead of sliders: one number input per
+ * position, its codebook, and grids sampled from its code prior that "walk the prior" steps through; every z
+ * shown is snapped to the nearest code at each position, as the model quantises.
  */
 (function () {
   "use strict";
@@ -254,8 +257,9 @@
     // Title, one line of instructions, map | (image, z, sliders), legend.
     el("div", "vx-title", root, data.title);
     el("div", "vx-help", root, "Move the pointer over the map (or drag on it) to decode that latent point; " +
-      (data.plane.is_latent ? "" : "the map is a 2-D plane of the " + data.z_dim +
-        "-D latent, the sliders set every coordinate; ") +
+      (data.plane.is_latent ? "" : "the map is a 2-D plane of the " + data.z_dim + "-D latent, " +
+        (data.code_grid ? "each point snapped to the nearest code at every position, the code boxes set each " +
+          "position; " : "the sliders set every coordinate; ")) +
       "dots are test images' " + data.codes_name + ".");
     var body = el("div", "vx-body", root);
     var mapCanvas = el("canvas", "vx-map", body);
@@ -317,6 +321,53 @@
       input.addEventListener("input", function () { onSlide(d, parseFloat(input.value)); });
       return { input: input, value: value };
     });
+  }
+
+  function makeCodeGrid(grid) {
+    // lookup(codes) -> z, the codes' vectors end to end; nearest(z) -> the nearest code at each position.
+    var vectors = halves(grid.vectors), dim = grid.dim;
+    function lookup(codes) {
+      var z = [];
+      codes.forEach(function (k) { for (var i = 0; i < dim; i++) z.push(vectors[k * dim + i]); });
+      return z;
+    }
+    function nearest(z) {
+      var codes = [];
+      for (var p = 0; p < grid.positions; p++) {
+        var best = 0, bestDistance = Infinity;
+        for (var k = 0; k < grid.size; k++) {
+          var d = 0;
+          for (var i = 0; i < dim; i++) { var t = z[p * dim + i] - vectors[k * dim + i]; d += t * t; }
+          if (d < bestDistance) { bestDistance = d; best = k; }
+        }
+        codes.push(best);
+      }
+      return codes;
+    }
+    return { lookup: lookup, nearest: nearest };
+  }
+
+  function buildCodeInputs(side, grid, onCodes, onWalk) {
+    // One number input per grid position (0..K-1); onCodes(codes) on an edit, onWalk() on the button.
+    el("div", "vx-caption", side, "code at each of the " + grid.positions + " positions (0–" +
+      (grid.size - 1) + "); z is their codebook vectors");
+    var box = el("div", "vx-codes", side), inputs = [];
+    for (var p = 0; p < grid.positions; p++) {
+      var input = el("input", "", box);
+      input.type = "number"; input.min = 0; input.max = grid.size - 1; input.step = 1;
+      input.setAttribute("aria-label", "code at position " + (p + 1));
+      input.addEventListener("change", function () {
+        onCodes(inputs.map(function (x) {
+          return Math.min(grid.size - 1, Math.max(0, Math.round(Number(x.value) || 0)));
+        }));
+      });
+      inputs.push(input);
+    }
+    var button = el("button", "vx-walk", side, "walk the prior");
+    button.type = "button";
+    button.addEventListener("click", onWalk);
+    var walkText = el("div", "vx-caption", side, "");
+    return { inputs: inputs, walkText: walkText };
   }
 
   // ----- drawing -----
@@ -469,7 +520,27 @@
       show(z);
     });
 
+    var grid = data.code_grid && makeCodeGrid(data.code_grid);
+    var codeInputs = grid && buildCodeInputs(dom.side, data.code_grid, function (codes) {
+      show(grid.lookup(codes));
+    }, walkPrior);
+    state.walk = 0;
+
+    function walkPrior() {
+      // The next of the grids drawn in Python from the code prior (uniform codes while it is untrained).
+      var walk = data.code_grid.prior_walk, i = state.walk % walk.length;
+      state.walk += 1;
+      show(grid.lookup(walk[i]));
+      codeInputs.walkText.textContent = "grid " + (i + 1) + " of " + walk.length + " drawn from " +
+        (data.code_grid.prior_learned ? "the trained code prior" : "uniform codes (no trained code prior)");
+    }
+
     function show(z) {
+      if (grid) {
+        state.codes = grid.nearest(z);
+        z = grid.lookup(state.codes);
+        codeInputs.inputs.forEach(function (input, p) { input.value = state.codes[p]; });
+      }
       state.z = z;
       state.values = decode(z, state.label);
       state.updates += 1;
@@ -491,6 +562,8 @@
       setZ: show,
       setClass: function (k) { classSelect.value = String(k); classSelect.dispatchEvent(new Event("change")); },
       get label() { return state.label; },
+      walkPrior: grid ? walkPrior : null,
+      get codes() { return state.codes ? state.codes.slice() : null; },
       get z() { return state.z.slice(); },
       get values() { return Array.from(state.values); },
       get updates() { return state.updates; }, // images shown so far: tests wait for it to grow after an input

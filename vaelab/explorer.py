@@ -40,6 +40,8 @@ SLIDER_PRIOR_LEVELS = (0.0013498980316301, 0.9986501019683699)
 # The largest decoder a page carries, in bytes of float16 weights (base64 makes it a third larger): a 40 MiB
 # page still opens in a few seconds; the default conv decoder at 64x64 RGB is 4.5 MiB, the lecture's MLP 1.3 MiB.
 MAX_DECODER_BYTES = 40 * 2**20
+PRIOR_WALK = 32  # code grids a VQ-VAE's page carries, sampled from its code prior, for "walk the prior"
+PRIOR_WALK_SEED = 0
 
 
 class DecoderNotShowable(VaelabError):
@@ -278,14 +280,33 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
         "plane": {"mean": mean.tolist(), "basis": basis.tolist(), "axes": axes, "is_latent": z_dim == 2},
         "points": {"a": _rounded(points[:, 0]), "b": _rounded(points[:, 1]), "label": labels},
         "palette": list(CLASS_COLOURS),  # the static figures' colour-blind-safe colours, so the two agree
-        "codes_name": "posterior means mu(x)" if is_vae else "codes e(x)",
+        "codes_name": "posterior means mu(x)"
+        if is_vae
+        else ("quantised codes z_q(x)" if model.discrete_codes else "codes e(x)"),
         "prior_centre": prior_centre,
         "prior_radii": list(PRIOR_RADII),
         "view": _view(points, prior_centre),
-        "sliders": _slider_ranges(codes, prior_span) if z_dim != 2 else None,
+        "sliders": _slider_ranges(codes, prior_span) if z_dim != 2 and not model.discrete_codes else None,
         "start": codes[0].tolist(),
         "classes": _classes(model, data),
         "start_class": int(data.y_test[0]) if model.conditional else None,
+        "code_grid": code_grid_payload(model) if model.discrete_codes else None,
+    }
+
+
+@torch.no_grad()
+def code_grid_payload(model: nn.Module) -> dict:
+    """A VQ-VAE's codebook (K, D) as float16 base64, its grid's shape, and PRIOR_WALK code grids drawn from its
+    prior (seed PRIOR_WALK_SEED) for the page's "walk the prior" button."""
+    vectors = model.codebook.vectors
+    walk = model.prior.sample_codes(PRIOR_WALK, torch.Generator().manual_seed(PRIOR_WALK_SEED))
+    return {
+        "positions": model.positions,
+        "dim": model.code_dim,
+        "size": len(vectors),
+        "vectors": _halves_b64(vectors, "the codebook"),
+        "prior_walk": walk.tolist(),
+        "prior_learned": model.prior.is_learned(),
     }
 
 
@@ -352,4 +373,7 @@ STYLE = """
   justify-content: start; align-items: center; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px;
   margin-top: 6px; }
 .vaelab-explorer .vx-sliders input { width: 150px; margin: 1px 0; }
+.vaelab-explorer .vx-codes { display: grid; grid-template-columns: repeat(8, 4.2em); gap: 2px; margin-top: 4px; }
+.vaelab-explorer .vx-codes input { width: 4em; font-family: 'DejaVu Sans Mono', monospace; font-size: 12px; }
+.vaelab-explorer .vx-walk { margin-top: 6px; }
 """

@@ -306,7 +306,7 @@ def samples_figure(views: list[RunView], options: FigureOptions) -> Figure:
     conditional = (
         " (a conditional model's taking the classes in turn)" if any(v.model.conditional for v in views) else ""
     )
-    return plots.image_panels(panels, f"Decoded prior samples z ~ p(z){conditional}", ncol=_side(n))
+    return plots.image_panels(panels, f"Decoded prior samples {prior_phrase(views)}{conditional}", ncol=_side(n))
 
 
 @torch.no_grad()
@@ -323,6 +323,13 @@ def classes_figure(views: list[RunView], options: FigureOptions) -> Figure:
     n = options.n or 10
     panels = [plots.ImagePanel(view.title, class_rows(view.model, n, options.seed)) for view in views]
     return plots.image_panels(panels, "One row per class: the same prior draws z in each column", ncol=n)
+
+
+def prior_phrase(views: list[RunView]) -> str:
+    """How the sampled z were drawn, for a figure's title: N(0, I), unless a run has a prior of its own."""
+    if not any(view.model.trains_prior for view in views):
+        return "z ~ N(0, I)"
+    return "z ~ each model's prior (VAE, AE: N(0, I); VQ-VAE: code grids from its code prior)"
 
 
 def recon_figure(views: list[RunView], options: FigureOptions) -> Figure:
@@ -388,6 +395,11 @@ def why_not(kind: str, view: RunView) -> str | None:
         return (
             f"the {model.kind} model's prior is not a product over latent dimensions, so its KL does not split into "
             "one term per dimension; this figure needs a VAE with the N(0, I) prior"
+        )
+    if kind == "manifold" and model.discrete_codes:
+        return (
+            f"the {model.kind} latent is a grid of discrete codes, with no continuous plane to sweep; "
+            "see the samples figure, or the explorer's code grid"
         )
     if kind in ("posterior", "manifold") and model.z_dim != 2:
         return f"this figure needs a 2-D latent (train with --z-dim 2); the run has z_dim={model.z_dim}"

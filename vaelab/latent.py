@@ -138,3 +138,16 @@ def interpolation_smoothness(
     evenness = torch.where(steps.mean(0) > 0, evenness, torch.ones_like(evenness))
     straightness = torch.where(gap > 0, steps.sum(0) / gap.clamp(min=tiny), torch.ones_like(gap))
     return evenness, straightness
+
+
+@torch.no_grad()
+def code_counts(model: AutoEncoder, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """How often each codebook vector is chosen over every grid position of the images x (a model with
+    discrete_codes).  # (K,)"""
+    device = model_device(model)
+    size = model.prior.codes
+    counts = torch.zeros(size, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        codes = model.code_indices(x[start : start + batch_size].to(device)).cpu()
+        counts += torch.bincount(codes.flatten(), minlength=size)
+    return counts

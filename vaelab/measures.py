@@ -33,7 +33,7 @@ DCI_DEPTH = 8  # their depth at most: 256 leaves hold 20 bins, at a quarter of t
 # Gaussian fitted to the training codes mu(x), the sampler an AutoEncoder needs since it has no prior (Ghosh et
 # al. 2020's ex-post density).
 SAMPLERS = {  # name: (how tables name its samples, where its points come from)
-    "prior": ("prior samples", "z ~ p(z), the model's prior"),
+    "prior": ("prior samples", "z ~ p(z), the model's prior (N(0, I); VampPrior: its mixture; VQ-VAE: its code prior)"),
     "fitted": ("fitted-Gaussian samples", "z ~ a Gaussian fitted to the training codes"),
 }
 SECTIONS = ("generation", "latent")
@@ -99,7 +99,8 @@ def _likelihood_measures() -> list[Measure]:
             "negative ELBO, nats",
             "lower",
             "negative ELBO, -log p(x|z) with one z ~ q(z|x) + KL(q(z|x) || N(0, I)), beta = 1, nats per test "
-            "image (VAE only)",
+            "image (VAE only; VQ-VAE: -log p(x|z_q(x)) - log p(k(x)) under its code prior, also a bound on "
+            "-log p(x))",
             "vaelab.evaluate.per_image_loss_parts",
             "likelihood",
             has_se=True,
@@ -132,7 +133,8 @@ def _likelihood_measures() -> list[Measure]:
             "KL to the prior, nats",
             None,
             "KL(q(z|x) || p(z)) per test image, nats: the information the code carries about x (a rate); a "
-            "one-sample estimate log q(z|x) - log p(z) where the prior has no closed-form KL (VampPrior)",
+            "one-sample estimate log q(z|x) - log p(z) where the prior has no closed-form KL (VampPrior); "
+            "VQ-VAE: -log p(k(x)) of the code grid under its code prior",
             "vaelab.objectives.gaussian_kl",
             "likelihood",
         ),
@@ -288,6 +290,16 @@ def _latent_measures() -> list[Measure]:
             None,
             f"latent dimensions with Cov_x(mu_d(x)) > {ACTIVE_UNIT_THRESHOLD} (Burda et al. 2016): capacity in use",
             "vaelab.latent.active_units",
+            "codes",
+        ),
+        Measure(
+            "codebook_perplexity",
+            "latent",
+            "codebook perplexity",
+            None,
+            "exp(entropy) of the codes' usage over the test images' grid positions (VQ-VAE): the effective number "
+            "of codebook vectors in use, K when all are used equally, 1 when one is",
+            "vaelab.objectives.codebook_perplexity",
             "codes",
         ),
         Measure(

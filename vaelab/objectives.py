@@ -330,3 +330,63 @@ def tc_decomposition(
     log_prod_marginals = (torch.logsumexp(pairwise, dim=-2) - log_norm).sum(-1)  # (..., B)
     log_pz = standard_normal_log_density(z)  # (..., B)
     return log_qz_given_x - log_qz, log_qz - log_prod_marginals, log_prod_marginals - log_pz
+
+
+# VQ-VAE (van den Oord, Vinyals & Kavukcuoglu 2017). Shapes: N encoder outputs z_e of D numbers each, a codebook of
+# K vectors (K, D); per image, L positions.
+def nearest_code(z_e: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """k(x) = argmin_j ||z_e(x) - e_j||² (van den Oord et al. 2017, eq. 1), for each row of z_e (..., D).  # (...,)
+
+    ||z||² - 2 z.e + ||e||² in one matrix product; ties go to the lowest index (torch.argmin's rule).
+    """
+    flat = z_e.reshape(-1, z_e.shape[-1])
+    distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)  # (N, K)
+    return distances.argmin(1).reshape(z_e.shape[:-1])
+
+
+def straight_through(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """z_e + sg[z_q - z_e]: equals z_q forward, and passes the decoder's gradient w.r.t. z_q unchanged to z_e
+    (the straight-through estimator of van den Oord et al. 2017, section 3.2; Bengio et al. 2013)."""
+    return z_e + (z_q - z_e).detach()
+
+
+def codebook_loss(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """||sg[z_e(x)] - e||², summed over positions and code dimensions (van den Oord et al. 2017, eq. 3, second
+    term): moves the chosen codes toward the encoder outputs.  # (B,) for z_e, z_q (B, L, D)"""
+    return (z_e.detach() - z_q).pow(2).flatten(1).sum(1)
+
+
+def commitment_loss(z_e: torch.Tensor, z_q: torch.Tensor, weight: float) -> torch.Tensor:
+    """beta ||z_e(x) - sg[e]||² (van den Oord et al. 2017, eq. 3, third term; beta = 0.25 in the paper): keeps the
+    encoder committed to its codes.  # (B,) for z_e, z_q (B, L, D)"""
+    return weight * (z_e - z_q.detach()).pow(2).flatten(1).sum(1)
+
+
+def ema_codebook_update(
+    counts: torch.Tensor,
+    sums: torch.Tensor,
+    batch_counts: torch.Tensor,
+    batch_sums: torch.Tensor,
+    decay: float,
+    epsilon: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One exponential-moving-average codebook step (van den Oord et al. 2017, appendix A.1, eqs. 6-8; Laplace
+    smoothing as in Razavi et al. 2019's sonnet implementation).
+
+    N_j <- gamma N_j + (1 - gamma) n_j and m_j <- gamma m_j + (1 - gamma) sum_{i: k_i = j} z_e,i, where n_j counts
+    the batch's outputs assigned to code j; then e_j = m_j / N~_j with the smoothed count
+    N~_j = (N_j + eps) / (n + K eps) * n, n = sum_j N_j, which keeps an unused code's division finite.
+    counts (K,), sums (K, D), batch_counts (K,), batch_sums (K, D). Returns (counts, sums, codebook).
+    """
+    counts = decay * counts + (1 - decay) * batch_counts
+    sums = decay * sums + (1 - decay) * batch_sums
+    total = counts.sum()
+    smoothed = (counts + epsilon) / (total + len(counts) * epsilon) * total
+    return counts, sums, sums / smoothed.unsqueeze(1)
+
+
+def codebook_perplexity(code_counts: torch.Tensor) -> float:
+    """exp(H(p)), p_j = the share of encoder outputs assigned to code j: the effective number of codes in use,
+    K when all K are used equally, 1 when one is (as reported by Razavi et al. 2019's sonnet VQ-VAE)."""
+    p = code_counts.double() / code_counts.sum()
+    return math.exp(-torch.special.xlogy(p, p).sum().item())

@@ -80,7 +80,9 @@ SECTIONS = (
         "Samples from the prior",
         "Images decoded from z drawn from N(0, I). This is how a VAE generates: its samples look like blurry "
         "but recognisable digits. The AutoEncoder was never trained to make N(0, I) meaningful, so its "
-        "'samples' (the lecture's random latent points) are often smudges that are not digits.",
+        "'samples' (the lecture's random latent points) are often smudges that are not digits. A VQ-VAE has no "
+        "Gaussian prior: it draws a grid of codes from its autoregressive code prior, fitted to the training "
+        "images' codes after the autoencoder, and decodes their codebook vectors.",
     ),
     Section(
         "classes",

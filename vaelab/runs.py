@@ -172,7 +172,7 @@ def _is_number(value) -> bool:
 
 def _is_metrics_row(row) -> bool:
     """One line of metrics.jsonl: an integer epoch, the HISTORY_NUMBERS as numbers, and every other value a number,
-    a flag, text (the scaling statement, the device), a list of numbers (the per-dimension KL) or null (that KL
+    a flag, text (the scaling statement, the device), a list of numbers (the per-dimension KL) or null (that KL,
     for a family whose KL does not split by dimension), as the training loop writes them."""
     return (
         isinstance(row, dict)
@@ -227,7 +227,8 @@ def check_model_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Module
 
 
 def check_optimizer_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Module, where: Path) -> None:
-    """Adam's state must be complete or absent: optim.I.step () and optim.I.exp_avg[_sq] shaped as parameter I."""
+    """Adam's state of each parameter I must be complete or absent (a parameter no step has reached yet, as VQ-VAE's
+    code prior before its phase): optim.I.step () and optim.I.exp_avg[_sq] shaped as parameter I."""
     params = list(model.parameters())
     expected = {
         f"optim.{i}.{key}": (torch.Size([]) if kind == "scalar" else p.shape)
@@ -236,8 +237,9 @@ def check_optimizer_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Mo
     }
     if not tensors:
         return
+    with_state = {name.split(".")[1] for name in tensors if name.count(".") >= 2}
     problems = [f"{name} unexpected" for name in tensors if name not in expected]
-    problems += [f"{name} missing" for name in expected if name not in tensors]
+    problems += [f"{name} missing" for name in expected if name not in tensors and name.split(".")[1] in with_state]
     problems += [
         f"{name} is {_describe(tensors[name].shape)} {tensors[name].dtype}, needs {_describe(shape)} float32"
         for name, shape in expected.items()

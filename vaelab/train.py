@@ -27,9 +27,11 @@ from vaelab.data import TEST_SEED, ImageData, Pixels, check_matches, load_data_f
 from vaelab.devices import Compute, DeviceImages
 from vaelab.distributed import Processes
 from vaelab.errors import VaelabError
-from vaelab.evaluate import dataset_loss
+from vaelab.evaluate import dataset_loss, evaluation_inputs
+from vaelab.families import FAMILIES
 from vaelab.models import AutoEncoder, balanced_labels, build_model, check_likelihood_data, decode_prior, reconstruct
 from vaelab.noise import ImageNoise, binarize_per_image, stream_seed
+from vaelab.prior_training import prior_epoch, prior_epochs, training_codes
 from vaelab.runs import Run, RunFolder, load_run, restore_optimizer
 
 # Written into every metrics line so a number is never read without its units.
@@ -39,7 +41,23 @@ LOSS_SCALING = (
     "(iwae: loss = -L_K, the importance-weighted bound of its k_train samples; recon and kl of its first sample)"
 )
 # The RunConfig fields that define the network a checkpoint's weights belong to.
-NETWORK_FIELDS = ("arch", "hidden", "enc_activation", "dec_activation", "z_dim", "likelihood", "mixture_components")
+NETWORK_FIELDS = (
+    "arch",
+    "hidden",
+    "enc_activation",
+    "dec_activation",
+    "z_dim",
+    "likelihood",
+    "mixture_components",
+    "codebook_size",
+    "code_dim",
+    "codebook_ema",
+)
+
+
+def total_epochs(config: RunConfig) -> int:
+    """Epochs of the whole run: the networks' config.epochs, then a family's prior epochs (vaelab.prior_training)."""
+    return config.epochs + prior_epochs(config, FAMILIES[config.model])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -95,7 +113,8 @@ def train(
 
     `compute` says where and how (default: the CPU, fp32); `processes`, which processes train together (default:
     this one alone). Only rank 0 holds `out` (locked for the whole call; see vaelab.runs.RunFolder for what a
-    failure leaves behind), writes to it and prints.
+    failure leaves behind), writes to it and prints. A family with a prior fitted afterwards (VQ-VAE) trains it for
+    config.prior_epochs more epochs, checkpointed as the first ones (see vaelab.prior_training).
     """
     config.validate()
     compute = compute or Compute()
@@ -115,11 +134,16 @@ def train(
         stepper = Stepper(model, optimizer, config, compute, processes)
         state = folder.state_sentence if folder else lambda: f"{out} keeps the last checkpoint process 0 committed"
         steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+        second_phase = PriorPhase(model, optimizer, config, data, compute.device)
+        epochs = total_epochs(config)
         with processes.peers_lost(state):
-            for epoch in range(len(history) + 1, config.epochs + 1):
+            for epoch in range(len(history) + 1, epochs + 1):
                 started = time.perf_counter()
                 try:
-                    train_means = train_epoch(stepper, images, epoch, steps_per_epoch, progress)
+                    if epoch <= config.epochs:
+                        train_means = train_epoch(stepper, images, epoch, steps_per_epoch, progress)
+                    else:
+                        train_means = second_phase.epoch(epoch)
                 except NonFiniteLoss as exc:
                     raise processes.error(f"{exc}; {state()} (try a lower --lr or --clip-grad)") from None
                 seconds = time.perf_counter() - started
@@ -129,16 +153,44 @@ def train(
                     )
                 beta = kl_weight(config, epoch * steps_per_epoch, steps_per_epoch)
                 history.append(epoch_row(epoch, train_means, test_means, beta, seconds, len(x_train), stepper))
+                if epoch > config.epochs:
+                    history[-1]["phase"] = "code prior"
                 if folder is not None:
                     folder.save_checkpoint(model, optimizer, config, history)
                 if board is not None:
                     _log_to_tensorboard(board, model, history[-1], x_test, y_test)
                 if progress:
-                    print(epoch_line(history[-1], config.epochs), flush=True)
+                    print(epoch_line(history[-1], epochs), flush=True)
         if board is not None:
             board.close()
     model.eval()
-    return Run(out, config, model, config.epochs, history, checkpoint_file=folder.current_file if folder else "")
+    return Run(out, config, model, epochs, history, checkpoint_file=folder.current_file if folder else "")
+
+
+@dataclass
+class PriorPhase:
+    """The second phase's epochs (vaelab.prior_training): the training codes are computed at its first epoch."""
+
+    model: AutoEncoder
+    optimizer: torch.optim.Optimizer
+    config: RunConfig
+    data: ImageData
+    device: torch.device
+    codes: torch.Tensor | None = None
+    recon: float = 0.0
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of the prior; the row's recon is the frozen autoencoder's on the training set, its kl the
+        prior's mean -log p(k) this epoch, and loss their sum (the training images' bound on -log p(x))."""
+        if self.codes is None:
+            train_inputs, _ = evaluation_inputs(self.config, self.data)
+            self.codes = training_codes(self.model, train_inputs, self.device)
+            self.recon = dataset_loss(self.model, train_inputs, seed=TEST_SEED)["recon"]
+        order = epoch_order(self.config.seed, epoch, len(self.codes))
+        nll = prior_epoch(self.model, self.optimizer, self.codes, order, self.config.batch_size)
+        if not math.isfinite(nll):
+            raise NonFiniteLoss(f"non-finite code-prior loss at epoch {epoch}; training stopped")
+        return {"loss": self.recon + nll, "recon": self.recon, "kl": nll}
 
 
 def epoch_row(
@@ -184,7 +236,12 @@ def _open(
             f"{out}: the checkpoint's model takes {previous.model.classes} classes, the data has {data.classes}"
         )
     _check_same_network(previous.config, config, out)
-    if previous.epoch >= config.epochs:
+    if previous.epoch > previous.config.epochs and config.epochs != previous.config.epochs:
+        raise VaelabError(
+            f"{out}: the code prior is training after {previous.config.epochs} autoencoder epochs; "
+            "keep --epochs and raise --prior-epochs to continue"
+        )
+    if previous.epoch >= total_epochs(config):
         raise VaelabError(f"{out}: already trained for {previous.epoch} epochs; raise --epochs to continue")
     return folder, data, previous
 
@@ -247,6 +304,7 @@ class Stepper:
     processes: Processes = field(default_factory=Processes)
 
     def __post_init__(self):
+        self.model.attach_processes(self.processes)  # a family's buffers updated in training (VQ-VAE's codebook)
         self.loss_parts = self.processes.loss_parts(self.model)  # through DistributedDataParallel with several
         self.scaler = self.compute.grad_scaler()
 

@@ -13,6 +13,7 @@ from vaelab.families.iwae import IWAE
 from vaelab.families.tcvae import BetaTCVAE
 from vaelab.families.vae import VAE
 from vaelab.families.vamp import Vamp
+from vaelab.families.vqvae import VQVAE
 
 FAMILIES: dict[str, type[AutoEncoder]] = {
     "ae": AutoEncoder,
@@ -20,5 +21,6 @@ FAMILIES: dict[str, type[AutoEncoder]] = {
     "iwae": IWAE,
     "cvae": CVAE,
     "vamp": Vamp,
+    "vqvae": VQVAE,
     "beta-tcvae": BetaTCVAE,
 }

@@ -28,6 +28,10 @@ class AutoEncoder(nn.Module):
     has_bound = False  # no likelihood: no ELBO, no importance-weighted bound
     conditional = False
     kl_per_dimension = True  # loss_parts' KL is (B, Z); False where it is one estimate per image (B, 1)
+    has_likelihood = False  # log p(x|z) (model.log_likelihood), so a negative ELBO and bits/dim
+    discrete_codes = False  # a grid of codebook indices (model.code_indices): codebook usage is measured
+    trains_prior = False  # a second training phase fits model.prior after the networks (vaelab.prior_training)
+    kl_description = "none: the AE has no posterior"
 
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
         super().__init__()
@@ -61,6 +65,9 @@ class AutoEncoder(nn.Module):
     def set_training_size(self, n_images: int) -> None:
         """Told by training how many images it trains on, before the first step: a family whose loss depends on it
         (beta-TCVAE's estimate of the aggregate posterior) keeps it in a buffer; the others need nothing."""
+
+    def attach_processes(self, processes) -> None:
+        """Training on several processes (a vaelab.distributed.Processes): nothing to share for most families."""
 
     def decoder_channels(self, config: RunConfig) -> int:
         """The AE decodes the image itself: C logits per pixel."""

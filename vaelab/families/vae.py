@@ -48,6 +48,8 @@ class VAE(AutoEncoder):
     kind = "vae"
     encoder_outputs_per_dim = 2  # mu and log sigma²
     has_bound = True
+    has_likelihood = True
+    kl_description = "the analytic KL(q(z|x) || N(0, I))"
 
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
         super().__init__(image_shape, config)
