@@ -86,7 +86,8 @@ def bound_claim(text: str, paper: str, bounds: dict[str, torch.Tensor], model: s
 
 
 def measure_claim(text: str, paper: str, evals: dict, key: str, model: str, baseline: str | None, threshold=None):
-    """`model` beats `baseline` on the eval.json measure `key` (by its direction), or reaches `threshold`."""
+    """`model`'s eval.json measure `key` is higher than `baseline`'s (every claim here is "more"), or reaches
+    `threshold`."""
     measure = MEASURES[key]
     value, se = measure.read(evals[model])
     if baseline is None:
@@ -98,8 +99,7 @@ def measure_claim(text: str, paper: str, evals: dict, key: str, model: str, base
             "verdict": verdict(gap, se, threshold),
         }
     base, base_se = measure.read(evals[baseline])
-    sign = 1 if measure.better == "higher" else -1
-    gap = None if value is None or base is None else sign * (value - base)
+    gap = None if value is None or base is None else value - base
     se_gap = math.hypot(se, base_se) if se is not None and base_se is not None else None
     return {
         "claim": text,
