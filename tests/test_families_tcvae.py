@@ -102,6 +102,10 @@ def test_loss_is_recon_plus_mi_plus_beta_tc_plus_dim_kl_and_the_terms_add_up_to_
     z = mu + torch.exp(0.5 * logvar) * noise().normal_like(mu)
     log_ratio = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1).log_prob(z) - Normal(0.0, 1.0).log_prob(z).sum(1)
     torch.testing.assert_close(mi + tc + dim_kl, log_ratio, rtol=1e-4, atol=1e-4)
+    # reported without MWS's constants at N = M (log M, (D - 1) log M, -D log M): what the grid test checks exact
+    raw_mi, raw_tc, raw_dim_kl = tc_decomposition(z, mu, logvar, 1000)
+    log_m = math.log(len(x))
+    torch.testing.assert_close((mi, tc, dim_kl), (raw_mi - log_m, raw_tc - 2 * log_m, raw_dim_kl + 3 * log_m))
     torch.testing.assert_close(one.kl(), kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).sum(1))
 
 

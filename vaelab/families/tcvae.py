@@ -13,6 +13,8 @@ gathering the posteriors of every share would restore it, at one collective with
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vaelab import objectives
@@ -48,5 +50,10 @@ class BetaTCVAE(VAE):
         recon = -self.log_likelihood(self.decode(z, labels), x)
         n_images = self.dataset_size.clamp(min=len(x))  # the batch stands for the data set when N is unknown
         mi, tc, dim_kl = objectives.tc_decomposition(z, mu, logvar, n_images)
+        # MWS's offsets when the batch is the whole data set (log M, (D - 1) log M, -D log M: tc_decomposition),
+        # removed. They are constants that add up to 0, so the gradients are the paper's; the terms (and a loss that
+        # reads as recon + KL + (beta - 1) TC) are then in nats that are exact at N = M, not hundreds of nats off.
+        log_m, dims = math.log(len(x)), z.shape[-1]
+        mi, tc, dim_kl = mi - log_m, tc - (dims - 1) * log_m, dim_kl + dims * log_m
         extra = {"mi": mi, "tc": tc, "dim_kl": dim_kl}
         return LossTerms(recon, objectives.gaussian_kl(mu, logvar), extra, recon + mi + beta * tc + dim_kl)
