@@ -39,10 +39,9 @@ def test_train_evaluate_sample_reconstruct_end_to_end(tmp_path, cli):
         "0",
         "--out",
         str(run),
-        "--quiet",
     )
     assert done.returncode == 0, done.stderr
-    assert "trained for 2 epochs" in done.stdout
+    assert "trained for 2 epochs" in done.stdout and "epoch 2/2  train loss" in done.stdout
     lines = (run / "metrics.jsonl").read_text().splitlines()
     for written in ("config.json", "checkpoint-0002.safetensors", "metrics.jsonl"):
         assert written in done.stdout and (run / written).is_file()

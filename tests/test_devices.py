@@ -25,7 +25,7 @@ from vaelab.distributed import Processes
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate_run
 from vaelab.explorer import explorer_html
-from vaelab.figures import FIGURES, FigureOptions, RunView, make_figure
+from vaelab.figures import FIGURES, FigureOptions, RunView, make_figure, why_not
 from vaelab.models import build_model, sample_prior
 from vaelab.noise import ImageNoise
 from vaelab.train import EpochTotals, Stepper, epoch_order, make_optimizer, train_epoch
@@ -43,7 +43,8 @@ def test_every_tensor_follows_the_models_device_or_is_placed_on_the_host(tmp_pat
         result = evaluate_run(run, digits, k=5, n_samples=50)
         view = RunView("run", run, digits, training_targets(config, digits)[1])
         for kind in FIGURES:
-            make_figure(kind, [view], FigureOptions())
+            if why_not(kind, view) is None:  # every figure a VAE run has
+                make_figure(kind, [view], FigureOptions())
         explorer_html(run, digits)
         images = sample_prior(run.model, 4)
     assert images.device.type == "cpu" and math.isfinite(result["generation"]["nll_iwae_nats"])

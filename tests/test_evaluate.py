@@ -112,6 +112,8 @@ def test_eval_json_keeps_the_keys_report_and_compare_read(ae_run, digits):
         "bits_per_dim_elbo",
         "bits_per_dim_elbo_se",
         "classifier_test_accuracy",
+        "sample_class_accuracy",
+        "sample_class_accuracy_se",
         *(
             f"{m}_{s}"
             for s in ("prior", "fitted")

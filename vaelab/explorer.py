@@ -262,7 +262,7 @@ def explorer_payload(run: Run, data: ImageData, max_points: int = 1500) -> dict:
     # The prior N(0, I) seen in plane coordinates is N(-basis @ mean, I): the basis rows are orthonormal. Other
     # priors (the VampPrior's mixture) have no circles to draw.
     prior_centre = (-(basis @ mean)).tolist() if is_vae and isinstance(model.prior, StandardNormal) else None
-    prior_span = model.prior.marginal_quantiles(torch.tensor(SLIDER_PRIOR_LEVELS)) if is_vae else None
+    prior_span = model.prior.marginal_quantiles(torch.tensor(SLIDER_PRIOR_LEVELS, device="cpu")) if is_vae else None
     z_dim = model.z_dim
     if z_dim <= 2:
         axes = ["z1", "z2" if z_dim == 2 else "(unused: z_dim is 1)"]

@@ -152,6 +152,11 @@ METRIC_NAMES = {
     "active_units": "active units",
     "interp_evenness": "interpolation evenness",
     "interp_straightness": "interpolation straightness",
+    "codebook_perplexity": "codebook perplexity (VQ-VAE)",
+    "mig": "MIG (disentanglement)",
+    "dci_disentanglement": "DCI disentanglement",
+    "dci_completeness": "DCI completeness",
+    "dci_informativeness": "DCI informativeness",
 }
 
 STYLE = """
