@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python benchmarks/image_folder.py --n 10000 --steps 20
 	$(BIN)/python benchmarks/ddp_overhead.py
 	$(BIN)/python benchmarks/gpu_speed.py
+	$(BIN)/python benchmarks/families.py --out runs/families
 
 clean:
 	rm -rf $(VENV) runs
