@@ -127,10 +127,18 @@ class NearestPattern:
         return images.flatten(1), torch.nn.functional.one_hot(predicted, 2).float()
 
 
+def _class_draws(model, eps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """z ~ p(z|y) = N(mu_y, diag sigma_y²) from standard normal eps, read off the prior's raw parameters (the
+    log-variance soft-clamped to (-10, 10) by 10 tanh(raw / 10))."""
+    with torch.no_grad():
+        logvar = 10 * torch.tanh(model.prior.raw_logvar[labels] / 10)
+        return model.prior.mu[labels] + torch.exp(0.5 * logvar) * eps
+
+
 def _recognised(model, n: int, seed: int) -> torch.Tensor:
-    """Independently: n draws z ~ N(0, I) from the seed, decoded as classes 0, 1, 0, ..., nearest pattern == class."""
-    z = torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed))
+    """Independently: n draws z ~ p(z|y) from the seed, decoded as classes 0, 1, 0, ..., nearest pattern == class."""
     labels = torch.arange(n) % 2
+    z = _class_draws(model, torch.randn(n, model.z_dim, generator=torch.Generator().manual_seed(seed)), labels)
     with torch.no_grad():
         images = model.decode_mean(z, labels)
     return (torch.cdist(images.flatten(1), _patterns().flatten(1)).argmin(1) == labels).double()
@@ -218,11 +226,53 @@ def test_the_classes_figure_has_one_row_per_class_and_only_for_conditional_runs(
     from vaelab.figures import RunView, class_rows, make_figure, why_not
 
     rows = class_rows(toy_run.model, 3, seed=0)  # (2*3, C, H, W): class 0's row, then class 1's
-    z = torch.randn(3, 1, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones(3, dtype=torch.long)
+    z = _class_draws(toy_run.model, torch.randn(3, 1, generator=torch.Generator().manual_seed(0)), ones)
     with torch.no_grad():
-        torch.testing.assert_close(rows[3:], toy_run.model.decode_mean(z, torch.ones(3, dtype=torch.long)))
+        torch.testing.assert_close(rows[3:], toy_run.model.decode_mean(z, ones))
     toy = _toy()
     view = RunView("toy", toy_run, toy, toy.x_test)
     for kind in ("classes", "samples", "recon", "interp", "kl"):  # (its latent is 1-D: no scatter)
         make_figure(kind, [view])  # every figure a conditional run can have takes its labels
     assert "not conditional" in why_not("classes", RunView("vae", vae_run, digits, digits.x_test))
+
+
+def _class_prior_model() -> CVAE:
+    """A CVAE for 3 classes whose prior has moved off N(0, I): distinct means and variances per class."""
+    model = build_model(RunConfig(model="cvae", z_dim=2, hidden=[8]), (1, 8, 8), classes=3)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        model.prior.mu.copy_(3 * torch.randn(3, 2, generator=generator))
+        model.prior.raw_logvar.copy_(torch.randn(3, 2, generator=generator))
+    return model
+
+
+def test_class_prior_log_prob_and_kl_match_torch_distributions():
+    model = _class_prior_model()
+    labels = torch.tensor([0, 2, 1, 2])
+    std = torch.exp(0.5 * 10 * torch.tanh(model.prior.raw_logvar / 10)).detach()  # the soft-clamped log-variance
+    per_class = Normal(model.prior.mu.detach(), std)  # batch (3, 2)
+    z = torch.randn(5, 4, 2, generator=torch.Generator().manual_seed(1))  # K samples per image
+    with torch.no_grad():
+        expected = Normal(per_class.loc[labels], per_class.scale[labels]).log_prob(z).sum(-1)
+        torch.testing.assert_close(model.prior.log_prob(z, labels), expected)
+        marginal = torch.logsumexp(per_class.log_prob(z.unsqueeze(-2)).sum(-1), -1) - math.log(3)  # no labels
+        torch.testing.assert_close(model.prior.log_prob(z), marginal)
+        mu, logvar = torch.randn(4, 2), torch.randn(4, 2)
+        kl = torch.distributions.kl_divergence(
+            Normal(mu, torch.exp(0.5 * logvar)), Normal(per_class.loc[labels], per_class.scale[labels])
+        )
+        torch.testing.assert_close(model.prior_kl(mu, logvar, labels), kl, rtol=1e-5, atol=1e-5)
+
+
+def test_class_prior_samples_follow_the_requested_class():
+    model = _class_prior_model()
+    draws = model.prior.sample(40_000, torch.Generator().manual_seed(0), torch.full((40_000,), 2))
+    std = torch.exp(0.5 * 10 * torch.tanh(model.prior.raw_logvar[2] / 10)).detach()
+    assert (draws.mean(0) - model.prior.mu[2].detach()).abs().max() < 4 * std.max() / 200  # 4 SE of the mean
+    torch.testing.assert_close(draws.std(0), std, rtol=0.02, atol=0)
+    same_noise = model.prior.sample(3, torch.Generator().manual_seed(5), torch.tensor([0, 0, 0]))
+    other_class = model.prior.sample(3, torch.Generator().manual_seed(5), torch.tensor([1, 1, 1]))
+    eps_0 = (same_noise - model.prior.mu[0]) / torch.exp(0.5 * 10 * torch.tanh(model.prior.raw_logvar[0] / 10))
+    eps_1 = (other_class - model.prior.mu[1]) / torch.exp(0.5 * 10 * torch.tanh(model.prior.raw_logvar[1] / 10))
+    torch.testing.assert_close(eps_0.detach(), eps_1.detach())  # one seed, one noise: the class moves it

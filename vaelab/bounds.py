@@ -66,7 +66,7 @@ def iwae_bound(
                 # (Kc, B, P, H, W): P = C logits, or a discretised logistic's parameters per pixel
                 rows = None if yb is None else yb.repeat(kc)  # (Kc*B,): z's rows are sample-major
                 logits = model.decode(z.reshape(-1, model.z_dim), rows).unflatten(0, (kc, len(xb)))
-                log_w = log_importance_weights(model.log_likelihood(logits, xb), log_prior(z), z, mu, logvar)
+                log_w = log_importance_weights(model.log_likelihood(logits, xb), log_prior(z, yb), z, mu, logvar)
                 running = torch.logaddexp(running, torch.logsumexp(log_w.to("cpu", torch.float64), dim=0))
             out.append(running - math.log(k))
             bar.update(len(xb))

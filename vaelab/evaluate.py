@@ -229,7 +229,7 @@ def decode_random_points(
         mean, chol = fitted_gaussian(train_codes)
         z = mean + torch.randn(n, len(mean), generator=generator, device="cpu") @ chol.T  # (n, Z)
     else:
-        z = model.prior.sample(n, generator)  # (n, Z); for N(0, I) the same draws as torch.randn(n, Z)
+        z = model.prior.sample(n, generator, labels)  # (n, Z); for N(0, I) the same draws as torch.randn(n, Z)
     device = model_device(model)
     parts = []
     for s in range(0, n, batch_size):
@@ -464,7 +464,7 @@ def sample_measures(
 
 def sample_class_accuracy(model: AutoEncoder, classifier: Classifier, n: int, seed: int) -> torch.Tensor:
     """Whether the classifier recognises the requested class y in each of n decoded prior samples of a conditional
-    model, z ~ N(0, I) decoded as y = 0, 1, ..., K-1, 0, 1, ... (every class equally often): 1.0 or 0.0.  # (n,)
+    model, z ~ p(z|y) decoded as y = 0, 1, ..., K-1, 0, 1, ... (every class equally often): 1.0 or 0.0.  # (n,)
 
     Its mean is the share of samples recognised as their class (Sohn et al. 2015's question: does the label
     control what is generated?), its standard error the binomial one."""

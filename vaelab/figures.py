@@ -311,12 +311,11 @@ def samples_figure(views: list[RunView], options: FigureOptions) -> Figure:
 
 @torch.no_grad()
 def class_rows(model: AutoEncoder, n: int, seed: int) -> torch.Tensor:
-    """A conditional model's n prior draws z decoded as every class: row y holds d(z_1, y) ... d(z_n, y), so a
-    column keeps its z (the style) while the class changes.  # (K*n, C, H, W)"""
-    z = model.prior.sample(n, torch.Generator().manual_seed(seed))  # (n, Z), on the host
-    labels = torch.arange(model.classes, device="cpu").repeat_interleave(n)  # (K*n,)
-    device = model_device(model)
-    return model.decode_mean(z.repeat(model.classes, 1).to(device), labels.to(device)).cpu()
+    """A conditional model's n prior draws decoded as every class: row y holds d(z_1, y) ... d(z_n, y) with
+    z_i ~ p(z|y) drawn from one seed for every row, so a column keeps its noise (the style) while the class
+    changes.  # (K*n, C, H, W)"""
+    rows = [decode_prior(model, n, seed, torch.full((n,), y, device="cpu")) for y in range(model.classes)]
+    return torch.cat(rows)
 
 
 def classes_figure(views: list[RunView], options: FigureOptions) -> Figure:

@@ -235,7 +235,7 @@ def _conditional_measures() -> list[Measure]:
             "generation",
             "sample class accuracy",
             "higher",
-            "share of a conditional model's decoded prior samples z ~ N(0, I), decoded as each class in turn, that "
+            "share of a conditional model's prior samples z ~ p(z|y), decoded as each class y in turn, that "
             "the data set's classifier labels as the class asked for: does the label control the sample? "
             "(conditional models only)",
             "vaelab.evaluate.sample_class_accuracy",

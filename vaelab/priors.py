@@ -26,12 +26,12 @@ class StandardNormal(nn.Module):
         super().__init__()
         self.z_dim = z_dim
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log N(z; 0, I), summed over the last axis.  # (...,)"""
         return objectives.standard_normal_log_density(z)
 
-    def frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """log_prob as a function of z alone under the current weights (N(0, I) has none to precompute)."""
+    def frozen(self) -> Callable[..., torch.Tensor]:
+        """log_prob as a function of (z, labels) under the current weights (N(0, I) has none to precompute)."""
         return self.log_prob
 
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:

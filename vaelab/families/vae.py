@@ -131,8 +131,12 @@ class VAE(AutoEncoder):
         self, x: torch.Tensor, *, noise=None, labels: torch.Tensor | None = None, beta: float = 1.0
     ) -> LossTerms:
         """-log p(x|z) with one sample z ~ q(z|x) (an estimate of -E_q[log p(x|z)]) (B,), and
-        KL(q(z|x) || N(0, I)) per dimension in closed form (B, Z)."""
+        KL(q(z|x) || p(z)) per dimension in closed form (B, Z)."""
         mu, logvar = self.encode(x, labels)
         z = self.reparameterize(mu, logvar, noise)
         recon = -self.log_likelihood(self.decode(z, labels), x)
-        return LossTerms(recon, objectives.gaussian_kl(mu, logvar))
+        return LossTerms(recon, self.prior_kl(mu, logvar, labels))
+
+    def prior_kl(self, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """KL(N(mu, diag exp(logvar)) || N(0, I)) per dimension, the lecture's closed form.  # (B, Z)"""
+        return objectives.gaussian_kl(mu, logvar)

@@ -50,16 +50,16 @@ class VampPrior(nn.Module):
         """(mu, log sigma²) of the K mixture components, q(z|u_k).  # (K, Z) each"""
         return self._encode(self.pseudo_inputs())
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(z) = logsumexp_k log q(z|u_k) - log K, over the last axis of z (..., Z).  # (...,)"""
         mu, logvar = self.components()
         return objectives.diagonal_normal_mixture_log_density(z, mu, logvar)
 
-    def frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def frozen(self) -> Callable[..., torch.Tensor]:
         """log_prob with the K components encoded once, for scoring many z under fixed weights (the IWAE bound:
         once per call instead of once per chunk of samples, a third of its time at K = 500)."""
         mu, logvar = self.components()
-        return lambda z: objectives.diagonal_normal_mixture_log_density(z, mu, logvar)
+        return lambda z, labels=None: objectives.diagonal_normal_mixture_log_density(z, mu, logvar)
 
     @torch.no_grad()  # draws to decode, not a differentiable function of the pseudo-inputs
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
