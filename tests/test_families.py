@@ -99,3 +99,12 @@ def test_a_family_setting_with_another_family_is_refused():
             RunConfig(model="vae", **{field: 7}).validate()
         RunConfig(model=owner, **{field: 7}).validate()
     assert {owner for owner, _ in SPEC_PARAMETERS.values()} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_evaluation_notes_name_each_familys_own_prior(name):
+    from vaelab.evaluate import prior_note
+
+    model = _model(name)
+    note = prior_note(model)
+    assert (note == "N(0, I)") == isinstance(model.prior, StandardNormal), note

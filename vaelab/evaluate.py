@@ -53,6 +53,7 @@ from vaelab.measures import (
 )
 from vaelab.models import AutoEncoder, balanced_labels, check_labels, check_likelihood_data, not_8bit_reason
 from vaelab.noise import ImageNoise, stream_seed
+from vaelab.priors import StandardNormal
 from vaelab.runs import Run
 
 if TYPE_CHECKING:
@@ -687,7 +688,7 @@ def evaluate_run(
         "beta": config.beta,
         "epoch": run.epoch,
         **{section: {key: values.get(key) for key in section_keys(section)} for section in SECTIONS},
-        "per_dimension": per_dimension(test_codes, test_logvar if model.kl_per_dimension else None),
+        "per_dimension": per_dimension(test_codes, test_logvar if isinstance(model.prior, StandardNormal) else None),
         "notes": notes,
     }
 
@@ -707,7 +708,7 @@ def prior_note(model: AutoEncoder) -> str:
     if model.trains_prior:
         learned = "its trained autoregressive code prior" if model.prior.is_learned() else "uniform codes"
         return f"code grids drawn from {learned}, decoded from their codebook vectors"
-    return "N(0, I)"
+    return model.prior.description
 
 
 def evaluation_notes(

@@ -22,6 +22,8 @@ class StandardNormal(nn.Module):
     """p(z) = N(0, I) in z_dim dimensions, the lecture's prior. A module (with no parameters) so that it moves
     with its model."""
 
+    description = "N(0, I)"  # how evaluation notes name where prior samples come from
+
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim = z_dim

@@ -28,6 +28,8 @@ class ClassPrior(nn.Module):
     """p(z|y) = N(mu_y, diag exp(logvar_y)) for each of K classes, learned (started at N(0, I)). Without labels it
     is the marginal p(z) = (1/K) sum_y p(z|y), the classes equally likely."""
 
+    description = "p(z|y) = N(mu_y, diag sigma_y²), learned per class, y the class each sample is decoded as"
+
     def __init__(self, classes: int, z_dim: int):
         super().__init__()
         self.z_dim = z_dim

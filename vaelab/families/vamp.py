@@ -35,6 +35,8 @@ class VampPrior(nn.Module):
     model's alone in the state dict).
     """
 
+    description = "the VampPrior: a pseudo-input drawn uniformly, then z ~ q(z|u_k)"
+
     def __init__(self, encode: Encode, pseudo_inputs: int, image_shape: tuple[int, int, int], z_dim: int):
         super().__init__()
         self.z_dim = z_dim
