@@ -319,10 +319,9 @@ class Stepper:
         """(the training loss to differentiate, the summed (loss, recon, kl) of x as LOSS_SCALING says (3,)).
 
         x is this process's share of a global batch of `global_size` images (labels: theirs, for a conditional
-        model). The training loss is recon + beta * KL
-        (+ the family's extra terms) as means over the global batch, the KL through free bits
-        (objectives.kl_with_free_bits), or the family's own objective (LossTerms); the sums report the KL without
-        free bits.
+        model). The training loss is recon + beta * KL (+ the family's extra terms) as means over the global batch,
+        the KL through free bits (objectives.kl_with_free_bits), or the family's own objective (LossTerms); the sums
+        report the KL without free bits.
         """
         with self.compute.autocast():
             terms = self.loss_parts(x, noise, beta, labels)  # LossTerms of (b,) and (b, Z) tensors, float32
