@@ -17,6 +17,7 @@ from test_plots import png_size
 from vaelab import cli, report
 from vaelab.compare import comparison_rows
 from vaelab.figures import RunView, why_not
+from vaelab.measures import MEASURES
 from vaelab.report_data import Comparison, training_seconds
 
 VOID = {"meta", "img", "br", "hr", "input", "link", "source", "wbr", "col", "area", "base"}
@@ -167,7 +168,7 @@ def test_report_is_valid_self_contained_html_with_every_figure_and_the_table(vie
     for row in comparison_rows(small_evals()):
         measured = any(v is not None for v in row["values"].values())
         # A row's header cell: its readable name, its key, then its description; rows no model has are left out.
-        header = f"{report.METRIC_NAMES[row['metric']]} {row['metric']}{row['description']}"
+        header = f"{MEASURES[row['metric']].label} {row['metric']}{row['description']}"
         assert (header in table) == measured, row["metric"]
     assert ("num best", "30.00 ★") in checker.cells  # fd_prior: lower is better, the VAE's 30 wins
     assert ("num best", "0.93 ★") in checker.cells  # knn_accuracy: higher is better

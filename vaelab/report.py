@@ -22,6 +22,7 @@ from vaelab.devices import Compute
 from vaelab.errors import VaelabError
 from vaelab.explorer import DecoderNotShowable, explorer_html
 from vaelab.figures import FigureOptions, RunView, make_figure, open_runs, why_not
+from vaelab.measures import MEASURES
 from vaelab.report_data import (
     CLAIMS,
     Claim,
@@ -122,42 +123,6 @@ SECTIONS = (
         "inactive (the variance of μ_u(x) over the test images is at most 0.01, Burda et al. 2016).",
     ),
 )
-
-# How comparison.json's metric keys read in the table; a key missing here is shown as it is.
-METRIC_NAMES = {
-    "nll_iwae_nats": "NLL bound (IWAE), nats",
-    "neg_elbo_nats": "negative ELBO, nats",
-    "bits_per_dim_iwae": "bits/dim bound (IWAE)",
-    "bits_per_dim_elbo": "bits/dim, negative ELBO",
-    "kl_nats": "KL to the prior, nats",
-    "test_loss": "own training loss",
-    "recon_sq_error": "reconstruction error",
-    "classifier_test_accuracy": "classifier's test accuracy",
-    "sample_class_accuracy": "sample class accuracy",
-    **{
-        f"{measure}_{sampler}": f"{name}, {where}"
-        for sampler, where in (("prior", "prior samples"), ("fitted", "fitted-Gaussian samples"))
-        for measure, name in (
-            ("fd", "Fréchet distance"),
-            ("precision", "precision"),
-            ("recall", "recall"),
-            ("confidence", "classifier confidence"),
-            ("class_entropy_nats", "class entropy, nats"),
-        )
-    },
-    "knn_accuracy": "k-NN accuracy",
-    "linear_probe_accuracy": "linear probe accuracy",
-    "silhouette": "silhouette",
-    "neighbourhood_agreement": "neighbourhood agreement",
-    "active_units": "active units",
-    "interp_evenness": "interpolation evenness",
-    "interp_straightness": "interpolation straightness",
-    "codebook_perplexity": "codebook perplexity (VQ-VAE)",
-    "mig": "MIG (disentanglement)",
-    "dci_disentanglement": "DCI disentanglement",
-    "dci_completeness": "DCI completeness",
-    "dci_informativeness": "DCI informativeness",
-}
 
 STYLE = """
 * { box-sizing: border-box; }
@@ -367,7 +332,8 @@ def _claim_verdict(claim: Claim, comparison: Comparison, ae: str | None, vae: st
 
 
 def _metric_name(metric: str) -> str:
-    return METRIC_NAMES.get(metric, metric)
+    """The measure's readable name, from vaelab.measures (the one place names are kept)."""
+    return MEASURES[metric].label if metric in MEASURES else metric
 
 
 def _value_text(row: dict, name: str, comparison: Comparison) -> str:
