@@ -616,6 +616,15 @@ def _reporter(name: str, progress: bool) -> Callable[[str], None]:
     return say
 
 
+def code_usage(model: AutoEncoder, x_test: torch.Tensor, test_codes: np.ndarray) -> tuple[dict[str, float], Missing]:
+    """Active units of the test codes, and for a model with a codebook its perplexity (codes in use)."""
+    values = {"active_units": latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)}
+    if not model.discrete_codes:
+        return values, {"codebook_perplexity": f"not applicable: the {model.kind} model has no codebook"}
+    values["codebook_perplexity"] = objectives.codebook_perplexity(latent.code_counts(model, x_test))
+    return values, {}
+
+
 def evaluate_run(
     run: Run,
     data: ImageData,
@@ -660,11 +669,7 @@ def evaluate_run(
             _merge(values, missing, measured)
     with _timed(seconds, "latent"):
         test_codes, test_logvar = latent.encode_means(model, x_test, labels=y_test_in)
-        values["active_units"] = latent.active_units(test_codes, ACTIVE_UNIT_THRESHOLD)
-        if model.discrete_codes:
-            values["codebook_perplexity"] = objectives.codebook_perplexity(latent.code_counts(model, x_test))
-        else:
-            missing["codebook_perplexity"] = f"not applicable: the {model.kind} model has no codebook"
+        _merge(values, missing, code_usage(model, x_test, test_codes))
         if skip_latent:
             missing.update(_not_computed("probes", "skipped with --skip-latent"))
         else:
