@@ -108,3 +108,5 @@ def test_evaluation_notes_name_each_familys_own_prior(name):
     model = _model(name)
     note = prior_note(model)
     assert (note == "N(0, I)") == isinstance(model.prior, StandardNormal), note
+    if model.has_bound:  # the -ELBO's note names the KL against this family's own prior
+        assert ("N(0, I)" in model.kl_description) == isinstance(model.prior, StandardNormal), model.kl_description

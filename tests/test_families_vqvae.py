@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from vaelab import RunConfig, load_run, objectives, train
+from vaelab.distributed import Processes
 from vaelab.families.code_prior import CodePrior
-from vaelab.families.vqvae import EMA_DECAY, EMA_EPSILON, Codebook, OneProcess
+from vaelab.families.vqvae import EMA_DECAY, EMA_EPSILON, Codebook
 from vaelab.models import build_model
 from vaelab.noise import ImageNoise
 
@@ -86,7 +87,7 @@ def test_ema_update_matches_a_hand_computation():
     book.ema_sums.copy_(book.vectors)
     book.idle_steps.zero_()
     z_e = torch.tensor([[1.0], [2.0], [6.0]])
-    book.record(z_e, torch.tensor([0, 0, 1]), OneProcess())
+    book.record(z_e, torch.tensor([0, 0, 1]), Processes())
     g, eps = EMA_DECAY, EMA_EPSILON
     counts = [g * 1 + (1 - g) * 2, g * 1 + (1 - g) * 1]
     sums = [g * 0.0 + (1 - g) * 3.0, g * 5.0 + (1 - g) * 6.0]
@@ -100,7 +101,7 @@ def test_ema_update_matches_a_hand_computation():
 def test_idle_codes_restart_on_encoder_outputs():
     book = Codebook(3, 2, ema=False)  # every code starts idle
     z_e = torch.tensor([[[10.0, 10.0]], [[20.0, 20.0]]])  # 2 images, 1 position
-    book.restart_idle(z_e, None, OneProcess())
+    book.restart_idle(z_e, None, Processes())
     assert all(row in z_e.flatten(0, 1).tolist() for row in book.vectors.tolist())
     assert book.idle_steps.tolist() == [0, 0, 0]
 
@@ -118,11 +119,11 @@ def test_restarts_of_two_shares_equal_those_of_the_whole_batch():
             return values + self.other
 
     whole, halves = Codebook(5, 2, ema=True), [Codebook(5, 2, ema=True) for _ in range(2)]
-    whole.restart_idle(z_e, ImageNoise(7, 4, slice(0, 4), torch.device("cpu")), OneProcess())
+    whole.restart_idle(z_e, ImageNoise(7, 4, slice(0, 4), torch.device("cpu")), Processes())
     shares = []
     for rows in (slice(0, 2), slice(2, 4)):  # what each share contributes, before the sum
         book = Codebook(5, 2, ema=True)
-        book.restart_idle(z_e[rows], ImageNoise(7, 4, rows, torch.device("cpu")), OneProcess())
+        book.restart_idle(z_e[rows], ImageNoise(7, 4, rows, torch.device("cpu")), Processes())
         shares.append(book.vectors.clone())
     for book, rows, other in zip(halves, (slice(0, 2), slice(2, 4)), reversed(shares)):
         book.restart_idle(z_e[rows], ImageNoise(7, 4, rows, torch.device("cpu")), Summed(other))

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.errors import VaelabError
-from vaelab.families.terms import LossTerms
+
+if TYPE_CHECKING:  # an annotation only: vaelab.families imports this module (VQ-VAE's codebook sums over it)
+    from vaelab.families.terms import LossTerms
 
 # No buffer changes in training (the fixed pixel variance is a constant), so none is synchronised before each
 # forward pass (a collective per step). torch 2.13 renamed the option; older releases know only the first name.

@@ -76,6 +76,7 @@ class CVAE(VAE):
 
     kind = "cvae"
     conditional = True
+    kl_description = "the analytic KL(q(z|x, y) || p(z|y)), p(z|y) the class's learned Gaussian"
 
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig, classes: int | None = None):
         if not classes or classes < 1:

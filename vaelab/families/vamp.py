@@ -85,6 +85,7 @@ class Vamp(VAE):
 
     kind = "vamp"
     kl_per_dimension = False  # the mixture is no product over dimensions: one KL estimate per image
+    kl_description = "the one-sample estimate log q(z|x) - log p(z) against the VampPrior (no closed form)"
 
     def __init__(self, image_shape: tuple[int, int, int], config: RunConfig):
         super().__init__(image_shape, config)

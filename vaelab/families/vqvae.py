@@ -28,6 +28,7 @@ from torch import nn
 
 from vaelab import objectives
 from vaelab.config import RunConfig
+from vaelab.distributed import Processes
 from vaelab.families.code_prior import CodePrior
 from vaelab.families.terms import LossTerms
 from vaelab.families.vae import VAE
@@ -100,16 +101,6 @@ class Codebook(nn.Module):
                 buffer.copy_(value)
 
 
-class OneProcess:
-    """What the codebook asks of the processes training together, for one process alone."""
-
-    is_main = True
-
-    @staticmethod
-    def sum(values: torch.Tensor) -> torch.Tensor:
-        return values
-
-
 class VQVAE(VAE):
     """The VQ-VAE: VAE's networks and likelihoods around a vector-quantised latent grid."""
 
@@ -131,7 +122,7 @@ class VQVAE(VAE):
         self.commitment = config.commitment
         self.codebook = Codebook(config.codebook_size, config.code_dim, config.codebook_ema)
         self.prior = CodePrior(self.positions, config.codebook_size, self.codebook.lookup, self.code_indices_of)
-        self.processes = OneProcess()
+        self.processes = Processes()  # one process, until training attaches its own
 
     def attach_processes(self, processes) -> None:
         """Training on several processes: the codebook's statistics are added over them (vaelab.distributed)."""
